@@ -1,0 +1,5 @@
+import sys
+
+from ishowttsd.daemon import main
+
+sys.exit(main())

@@ -1,0 +1,229 @@
+"""The one config loader: TOML validated by pydantic, errors that say where and what to do."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Jetson images ship Python 3.10
+    import tomli as tomllib
+
+
+class ConfigError(Exception):
+    """A config problem a user can fix: the message names the file, the key and the fix."""
+
+
+class Strict(BaseModel):
+    """A config table: unknown keys are errors, not silently ignored typos."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DaemonConfig(Strict):
+    socket: str | None = None  # default: $XDG_RUNTIME_DIR/ishowtts/ishowttsd.sock
+    plugin_dirs: list[str] = Field(default_factory=list)
+    strict_plugins: bool = False  # re-raise plugin errors instead of skipping the plugin
+    state_dir: str | None = None  # default: $XDG_STATE_HOME/ishowtts
+    log_level: str = "info"
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        if v.lower() not in ("debug", "info", "warning", "error"):
+            raise ValueError("use one of debug, info, warning, error")
+        return v.lower()
+
+
+class EngineConfig(BaseModel):
+    """`[engine]`; each engine's own settings live in an `[engine.<name>]` sub-table."""
+
+    model_config = ConfigDict(extra="allow")
+    default: str = "espeak"
+    fallback: str | None = "espeak"
+    default_voice: str | None = None
+    warmup: bool = True
+
+    def engine_tables(self) -> dict[str, dict[str, Any]]:
+        return dict(self.model_extra or {})
+
+
+class VoiceConfig(Strict):
+    id: str = Field(min_length=1)
+    engine: str | None = None  # default: [engine] default
+    reference_audio: str | None = None
+    reference_text: str | None = None
+    language: str | None = None
+    speed: float = Field(default=1.0, gt=0.2, le=3.0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class PluginTable(BaseModel):
+    """A `[[sources]]` or `[[sinks]]` table; keys beyond these belong to the plugin's Settings."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str = Field(min_length=1)
+    name: str | None = None
+    enabled: bool = True
+
+
+class ModerationConfig(Strict):
+    max_chars: int = Field(default=80, ge=1, le=2000)
+    block_words: list[str] = Field(default_factory=list)
+    # per kind ("danmaku") or per platform and kind ("twitch.danmaku"); {user} {text} {num}
+    # {gift} {amount} {currency} {guard} {months} {reward} {viewers} {platform}
+    templates: dict[str, str] = Field(default_factory=dict)
+    default_voice: str | None = None
+    kind_voices: dict[str, str] = Field(default_factory=dict)  # kind -> voice id
+
+
+class QueueConfig(Strict):
+    max_pending: int = Field(default=50, ge=1, le=100_000)
+    # seconds an utterance of each class may wait before it is stale and dropped
+    ttl: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("ttl")
+    @classmethod
+    def _classes(cls, v: dict[str, float]) -> dict[str, float]:
+        from ishowttsd.messages import Priority
+
+        for k, secs in v.items():
+            Priority.parse(k)
+            if secs <= 0:
+                raise ValueError(f"ttl for {k!r} must be positive seconds")
+        return v
+
+
+class HealthConfig(Strict):
+    baseline_file: str | None = None
+    rtf_margin: float = Field(default=0.2, ge=0.0)
+
+
+class Config(Strict):
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    voices: list[VoiceConfig] = Field(default_factory=list)
+    sources: list[PluginTable] = Field(default_factory=list)
+    sinks: list[PluginTable] = Field(default_factory=list)
+    moderation: ModerationConfig = Field(default_factory=ModerationConfig)
+    queue: QueueConfig = Field(default_factory=QueueConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+
+    # where the config came from; relative paths in it are relative to that file's folder
+    _path: Path | None = None
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    def resolve(self, p: str | os.PathLike[str]) -> Path:
+        """A path from the config: `~` expanded, relative ones taken from the config's folder."""
+        path = Path(os.path.expanduser(str(p)))
+        if not path.is_absolute() and self._path is not None:
+            path = self._path.parent / path
+        return path
+
+    def state_dir(self) -> Path:
+        if self.daemon.state_dir:
+            return self.resolve(self.daemon.state_dir)
+        base = os.environ.get("STATE_DIRECTORY") or os.environ.get("XDG_STATE_HOME")
+        return (Path(base) if base else Path.home() / ".local" / "state") / "ishowtts"
+
+
+def default_socket_path() -> Path:
+    """$XDG_RUNTIME_DIR/ishowtts/ishowttsd.sock, or /run/ishowtts/ under systemd."""
+    runtime = os.environ.get("RUNTIME_DIRECTORY")  # set by systemd's RuntimeDirectory=
+    if runtime:
+        return Path(runtime.split(":")[0]) / "ishowttsd.sock"
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        return Path(xdg) / "ishowtts" / "ishowttsd.sock"
+    return Path(f"/tmp/ishowtts-{os.getuid()}") / "ishowttsd.sock"
+
+
+def load_config(path: str | os.PathLike[str] | None) -> Config:
+    """Read and validate a config file; no path gives the defaults (espeak, no sources)."""
+    if path is None:
+        return Config()
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such config file; copy config/example.toml to start one") from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read it ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not UTF-8 text; save the file as UTF-8") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    return parse_config(raw, p)
+
+
+def parse_config(raw: dict[str, Any], path: Path | None = None) -> Config:
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, path)) from None
+    cfg._path = path.resolve() if path else None
+    return cfg
+
+
+def format_validation_error(e: ValidationError, path: Path | None, prefix: str = "") -> str:
+    where = str(path) if path else "config"
+    lines = []
+    for err in e.errors():
+        key = prefix + _loc(err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{where}: {key}: unknown key; check its spelling or remove it")
+        elif err["type"] == "missing":
+            lines.append(f"{where}: {key}: required; add it")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{where}: {key}: {msg} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def validate_table(model: type[BaseModel], table: dict[str, Any], where: str, path: Path | None) -> Any:
+    """Validate a plugin's part of the config (e.g. `sources[0]`) against its Settings model."""
+    try:
+        return model.model_validate(table)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, path, prefix=where + ".")) from None
+
+
+def read_secret(file: str | None, env: str | None, what: str, cfg: Config | None = None) -> str | None:
+    """A secret from a file or an environment variable; never from the config text itself.
+
+    Returns None when neither is configured. The error names where we looked, never the value.
+    """
+    if env:
+        value = os.environ.get(env)
+        if value:
+            return value.strip()
+        if not file:
+            raise ConfigError(f"{what}: environment variable {env} is not set; export it or name a file")
+    if file:
+        p = cfg.resolve(file) if cfg else Path(file)
+        try:
+            value = p.read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise ConfigError(f"{what}: cannot read {p} ({e.strerror}); check the path and its permissions") from None
+        if not value:
+            raise ConfigError(f"{what}: {p} is empty")
+        return value
+    return None

@@ -1,0 +1,193 @@
+"""ishowttsctl: talk to a running ishowttsd over its control socket."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from ishowttsd.config import default_socket_path
+from ishowttsd.control import ControlError, client_request
+
+EXIT_OK, EXIT_ERROR, EXIT_NO_DAEMON = 0, 1, 3
+
+
+def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
+    if not rows:
+        return "(none)"
+    cells = [[_cell(r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    out = ["  ".join(c.upper().ljust(w) for c, w in zip(cols, widths))]
+    out += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(out)
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, ensure_ascii=False)
+    s = str(v)
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def _human(verb: str, r: Any) -> str:
+    if verb == "status":
+        c = r["counts"]
+        eng = r.get("engine") or {}
+        sp = r.get("speaker") or {}
+        lines = [
+            f"ishowttsd {r['version']}  {r['state']}  pid {r['pid']}  up {r['uptime_s']} s",
+            f"socket   {r['socket']}",
+            f"engine   {eng.get('active') or '(loading)'}"
+            + (f"  FALLBACK: {eng['fallback_reason']}" if eng.get("fallback_reason") else ""),
+            f"speech   " + "  ".join(f"{k} {v}" for k, v in c.items()),
+            f"queue    {r['queue']['pending']}/{r['queue']['max_pending']} pending, oldest {r['queue']['oldest_wait_s']} s"
+            + ("  PAUSED" if sp.get("paused") else ""),
+            f"rtf      median {sp.get('rtf_median')}  ttfa median {sp.get('ttfa_median_s')} s",
+        ]
+        if r.get("reasons"):
+            lines.append("reasons  " + "  ".join(f"{k} {v}" for k, v in sorted(r["reasons"].items())))
+        lines += ["", "SOURCES", _table(r["sources"], ["name", "type", "state", "detail", "last_error"])]
+        lines += ["", "SINKS", _table(r["sinks"], ["name", "type", "state", "detail", "last_error"])]
+        if r["plugins"]["broken"]:
+            lines += ["", "BROKEN PLUGINS", _table(r["plugins"]["broken"], ["name", "state", "path", "error"])]
+        return "\n".join(lines)
+    if verb == "health":
+        return f"health: {r['status'].upper()}\n" + _table(r["checks"], ["check", "level", "reason", "fix"])
+    if verb == "queue":
+        rows = []
+        if r.get("speaking"):
+            rows.append({**r["speaking"], "state": "speaking"})
+        rows += [{**u, "state": "prepared"} for u in r.get("prepared", [])]
+        rows += [{**u, "state": "pending"} for u in r.get("pending", [])]
+        head = "(paused)\n" if r.get("paused") else ""
+        return head + _table(rows, ["id", "state", "priority", "age_s", "source", "user", "text"])
+    if verb == "voices":
+        return _table(r["voices"], ["id", "engine", "language", "description", "error"])
+    if verb == "plugins":
+        return _table(r["plugins"], ["name", "origin", "state", "provides", "error"])
+    if verb == "inject":
+        if r["accepted"]:
+            return f"queued #{r['id']} ({r['priority']}): {r['text']}"
+        return f"filtered: {r['reason']} ({r['detail']})"
+    if verb == "say":
+        return f"queued #{r['id']}" if r["queued"] else "dropped: the queue is full of higher-priority speech"
+    return json.dumps(r, ensure_ascii=False)
+
+
+def _format_event(ev: dict) -> str:
+    fields = " ".join(f"{k}={json.dumps(v, ensure_ascii=False) if not isinstance(v, str) or ' ' in v else v}"
+                      for k, v in ev.items() if k not in ("event", "ts", "seq"))  # fmt: skip
+    return f"{ev.get('ts', '')} {ev.get('event')} {fields}"
+
+
+def _watch(path: Path, as_json: bool) -> int:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(os.fspath(path))
+        s.sendall(b'{"id": 1, "method": "events.watch", "params": {}}\n')
+        f = s.makefile("rb")
+        first = json.loads(f.readline())
+        if "error" in first:
+            raise ControlError(first["error"]["code"], first["error"]["message"])
+        if not as_json:
+            print(_human("status", first["result"]["status"]), flush=True)
+            print("--- events (Ctrl-C to stop) ---", flush=True)
+        for line in f:
+            ev = json.loads(line)
+            print(json.dumps(ev, ensure_ascii=False) if as_json else _format_event(ev), flush=True)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="ishowttsctl", description="Control a running ishowttsd.")
+    ap.add_argument("--socket", help=f"control socket (default {default_socket_path()})")
+    ap.add_argument("--json", action="store_true", help="print JSON for scripts")
+    sub = ap.add_subparsers(dest="verb", required=True, metavar="VERB")
+    sub.add_parser("status", help="what the daemon is doing")
+    sub.add_parser("health", help="self-checks; exit 0 ok, 1 warn, 2 fail")
+    p = sub.add_parser("say", help="speak a text now (as the operator, no moderation)")
+    p.add_argument("text")
+    p.add_argument("--voice")
+    p.add_argument("--priority", default="urgent", help="urgent, paid, membership, moderator, normal, low")
+    p = sub.add_parser("inject", help="a message as if from a platform, through moderation")
+    p.add_argument("text", nargs="?", default="")
+    p.add_argument("--platform", default="bilibili")
+    p.add_argument("--kind", default="danmaku")
+    p.add_argument("--user", default="tester")
+    p.add_argument("--user-id", default="")
+    p.add_argument("--amount", type=float)
+    p.add_argument("--currency")
+    p.add_argument("--id", default="")
+    p.add_argument("--extra", default="{}", help='JSON object, e.g. \'{"gift": "辣条", "num": 3}\'')
+    p.add_argument("--moderator", action="store_true")
+    sub.add_parser("queue", help="what is speaking and waiting")
+    p = sub.add_parser("remove", help="remove one pending utterance by id")
+    p.add_argument("id", type=int)
+    sub.add_parser("skip", help="cut what is speaking now")
+    sub.add_parser("pause", help="hold speech")
+    sub.add_parser("resume", help="go on speaking")
+    p = sub.add_parser("clear", help="drop pending speech (all, or --class ...)")
+    p.add_argument("--class", dest="classes", action="append", help="only this priority class (repeatable)")
+    sub.add_parser("voices", help="the voices you can use")
+    sub.add_parser("plugins", help="loaded, broken and refused plugins")
+    sub.add_parser("watch", help="stream events live")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    path = Path(args.socket) if args.socket else default_socket_path()
+    verb = args.verb
+    method, params = verb, {}
+    if verb == "say":
+        params = {"text": args.text, "voice": args.voice, "priority": args.priority}
+    elif verb == "inject":
+        try:
+            extra = json.loads(args.extra)
+        except json.JSONDecodeError as e:
+            print(f"ishowttsctl: --extra is not JSON: {e}", file=sys.stderr)
+            return EXIT_ERROR
+        params = {
+            "platform": args.platform, "kind": args.kind, "text": args.text,
+            "user": {"name": args.user, "id": args.user_id, "moderator": args.moderator},
+            "amount": args.amount, "currency": args.currency, "id": args.id, "extra": extra,
+        }  # fmt: skip
+    elif verb == "remove":
+        method, params = "queue.remove", {"id": args.id}
+    elif verb == "clear":
+        params = {"classes": args.classes}
+    try:
+        if verb == "watch":
+            return _watch(path, args.json)
+        result = client_request(path, method, params)
+    except (FileNotFoundError, ConnectionRefusedError):
+        print(
+            f"ishowttsctl: ishowttsd is not running (nothing listens on {path}).\n"
+            f"  start it with: ishowttsd --config YOUR.toml   (or: systemctl start ishowttsd)\n"
+            f"  or point at its socket with --socket PATH",
+            file=sys.stderr,
+        )
+        return EXIT_NO_DAEMON
+    except PermissionError:
+        print(f"ishowttsctl: permission denied on {path}; run as the daemon's user or join its group", file=sys.stderr)
+        return EXIT_NO_DAEMON
+    except ControlError as e:
+        print(f"ishowttsctl: {e.code}: {e.message}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_OK
+    print(json.dumps(result, ensure_ascii=False, indent=2) if args.json else _human(verb, result))
+    if verb == "health":
+        return {"ok": 0, "warn": 1, "fail": 2}[result["status"]]
+    if verb == "inject" and not result["accepted"]:
+        return EXIT_OK
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

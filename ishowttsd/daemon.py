@@ -1,0 +1,484 @@
+"""The composition root: the only place that knows every part and wires them together."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+from pydantic import Field
+
+from ishowttsd import __version__
+from ishowttsd.config import Config, ConfigError, default_socket_path, load_config, validate_table
+from ishowttsd.control import ControlError, ControlServer, NoParams, Params
+from ishowttsd.engines.base import EngineError
+from ishowttsd.engines.host import EngineHost
+from ishowttsd.events import EventBus
+from ishowttsd.messages import Deletion, Kind, Message, Priority, User, Utterance
+from ishowttsd.moderation import Moderator, Rejection
+from ishowttsd.plugins import PluginManager
+from ishowttsd.queue import SpeechQueue, ttl_from_config
+from ishowttsd.sink import Sink, SinkContext
+from ishowttsd.source import Source, SourceContext
+from ishowttsd.speaker import Speaker
+
+log = logging.getLogger("ishowttsd")
+
+
+# -- control method parameters -------------------------------------------------------------
+
+
+class SayParams(Params):
+    text: str = Field(min_length=1, max_length=2000)
+    voice: str | None = None
+    priority: str = "urgent"
+
+
+class InjectParams(Params):
+    platform: str = "inject"
+    kind: str = "danmaku"
+    user: str | dict[str, Any] = "tester"
+    text: str = Field(default="", max_length=2000)
+    amount: float | None = None
+    currency: str | None = None
+    id: str = ""
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class IdParams(Params):
+    id: int
+
+
+class ClearParams(Params):
+    classes: list[str] | None = None
+
+
+class Daemon:
+    def __init__(self, cfg: Config, socket_path: Path, exit_when_done: bool = False) -> None:
+        self.cfg = cfg
+        self.socket_path = socket_path
+        self.exit_when_done = exit_when_done
+        self.started = time.time()
+        self.events = EventBus()
+        self.plugins = PluginManager(strict=cfg.daemon.strict_plugins)
+        self.sources: list[Source] = []
+        self.sinks: list[Sink] = []
+        self.queue = SpeechQueue(cfg.queue.max_pending, self.events)
+        self.ttl = ttl_from_config(cfg.queue.ttl)
+        self.moderator = Moderator(cfg.moderation, self.ttl)
+        self.engines: EngineHost | None = None
+        self.speaker: Speaker | None = None
+        self.control = ControlServer(socket_path)
+        self.state = "starting"
+        self._finished_sources: set[str] = set()
+
+    # -- wiring ---------------------------------------------------------------------------------
+
+    def build(self) -> None:
+        """Load plugins and build sources, sinks and engines from the config. Raises ConfigError."""
+        self.plugins.load_all(extra_dirs=[self.cfg.resolve(d) for d in self.cfg.daemon.plugin_dirs])
+        state_dir = self.cfg.state_dir()
+        sctx = SourceContext(self._on_message, self._on_deletion, self.events, self.cfg, state_dir)
+        kctx = SinkContext(self.events, self.cfg, state_dir)
+        self.sources = [
+            cls(settings, sctx) for cls, settings in self._tables("sources", self.cfg.sources, self.plugins.sources)
+        ]
+        self.sinks = [cls(settings, kctx) for cls, settings in self._tables("sinks", self.cfg.sinks, self.plugins.sinks)]
+        _unique_names("sources", self.sources, self.cfg)
+        _unique_names("sinks", self.sinks, self.cfg)
+        self.engines = EngineHost(self.cfg, self.plugins.engines, self.events)
+        self.speaker = Speaker(self.queue, self.engines, self.sinks, self.events)
+
+    def _tables(self, kind: str, tables, registry) -> list:
+        out = []
+        for i, table in enumerate(tables):
+            if not table.enabled:
+                continue
+            cls = registry.get(table.type)
+            if cls is None:
+                broken = [r.name for r in self.plugins.broken]
+                hint = f" (broken plugins: {broken})" if broken else ""
+                raise ConfigError(
+                    f"{self.cfg.path or 'config'}: {kind}[{i}].type: unknown {kind[:-1]} type {table.type!r}; "
+                    f"known: {sorted(registry)}{hint}"
+                )
+            settings = validate_table(cls.Settings, table.model_dump(exclude_unset=True), f"{kind}[{i}]", self.cfg.path)
+            out.append((cls, settings))
+        return out
+
+    # -- the message path ---------------------------------------------------------------------
+
+    def _on_message(self, source: Source | None, m: Message) -> Utterance | Rejection:
+        name = source.name if source else "control"
+        self.events.publish(
+            "received", source=name, platform=m.platform, kind=m.kind.value, user=m.user.name, text=m.text, message_id=m.id
+        )
+        result = self.moderator.moderate(m, source=name)
+        if isinstance(result, Rejection):
+            self.events.publish(
+                "filtered", source=name, platform=m.platform, kind=m.kind.value, user=m.user.name,
+                reason=result.reason, detail=result.detail,
+            )  # fmt: skip
+            return result
+        self.queue.put(result)
+        return result
+
+    def _on_deletion(self, source: Source | None, d: Deletion) -> None:
+        ids = set(d.message_ids)
+
+        def match(u: Utterance) -> bool:
+            m = u.message
+            if m is None or m.platform != d.platform:
+                return False
+            return d.everything or (m.id and m.id in ids) or (d.user_id is not None and m.user.id == d.user_id)
+
+        removed = self.queue.remove_where(match, reason=f"deleted:{d.reason or 'platform'}")
+        cut = self.speaker.cut_where(match, reason="deleted") if self.speaker else []
+        self.events.publish(
+            "deletion", platform=d.platform, message_ids=d.message_ids, user_id=d.user_id,
+            everything=d.everything, removed=len(removed), cut=len(cut),
+        )  # fmt: skip
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self.build()
+        self._register_methods()
+        listener = await self.control.bind()
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self.control.serve, listener)
+                tg.start_soon(self._signals, tg)
+                for sink in self.sinks:
+                    await self._start_sink(sink)
+                for src in self.sources:
+                    tg.start_soon(self._run_source, src)
+                self.events.publish(
+                    "started", version=__version__, socket=str(self.socket_path), pid=os.getpid(),
+                    sources=len(self.sources), sinks=len(self.sinks), broken_plugins=len(self.plugins.broken),
+                )  # fmt: skip
+                await self.engines.start()
+                self.state = "running"
+                self.events.publish("ready", engine=self.engines.active)
+                tg.start_soon(self.speaker.run)
+                if self.exit_when_done:
+                    tg.start_soon(self._exit_when_done, tg)
+        finally:
+            self.state = "stopping"
+            self.control.unlink()
+            with anyio.CancelScope(shield=True):
+                for part in [*self.sources, *self.sinks]:
+                    with anyio.move_on_after(3):
+                        try:
+                            await part.close()
+                        except Exception as e:
+                            log.warning("closing %s failed: %s", part.name, e)
+            self.events.publish("stopped", uptime_s=round(time.time() - self.started, 1))
+
+    async def _start_sink(self, sink: Sink) -> None:
+        try:
+            with anyio.fail_after(10):
+                await sink.start()
+            sink.set_state("ok")
+        except Exception as e:
+            sink.set_state("error", "start failed", error=f"{type(e).__name__}: {e}")
+
+    async def _run_source(self, src: Source) -> None:
+        try:
+            await src.run()
+            if src.finite and src.state != "finished":
+                src.set_state("finished")
+        except Exception as e:  # a broken source is reported, never fatal
+            log.exception("source %s crashed", src.name)
+            src.set_state("failed", "crashed; see the log", error=f"{type(e).__name__}: {e}")
+        finally:
+            self._finished_sources.add(src.name)
+
+    async def _signals(self, tg) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("signal %s received; stopping", signal.Signals(signum).name)
+                if self.speaker:
+                    self.speaker.skip()
+                tg.cancel_scope.cancel()
+                return
+
+    async def _exit_when_done(self, tg) -> None:
+        while True:
+            await anyio.sleep(0.1)
+            live = [s for s in self.sources if s.name not in self._finished_sources]
+            if not live and self.speaker.idle():
+                await anyio.sleep(0.2)  # let the last events reach watchers
+                if self.speaker.idle():
+                    tg.cancel_scope.cancel()
+                    return
+
+    # -- reports ---------------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, Any]:
+        c = self.events.counts
+        return {k: c.get(k, 0) for k in ("received", "filtered", "queued", "dropped", "expired", "spoken", "failed", "cut")}
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "state": self.state,
+            "pid": os.getpid(),
+            "uptime_s": round(time.time() - self.started, 1),
+            "socket": str(self.socket_path),
+            "config": str(self.cfg.path) if self.cfg.path else None,
+            "counts": self.counts(),
+            "reasons": dict(self.events.reasons),
+            "queue": self.queue.stats(),
+            "speaker": self.speaker.status() if self.speaker else None,
+            "engine": self.engines.status() if self.engines else None,
+            "sources": [s.status() for s in self.sources],
+            "sinks": [s.status() for s in self.sinks],
+            "plugins": {"loaded": sum(1 for r in self.plugins.records if r.state == "loaded"),
+                        "broken": [r.to_dict() for r in self.plugins.broken]},
+        }  # fmt: skip
+
+    def health(self) -> dict[str, Any]:
+        checks = []
+
+        def add(name: str, level: str, reason: str, fix: str = "") -> None:
+            checks.append({"check": name, "level": level, "reason": reason, "fix": fix})
+
+        eng = self.engines
+        if eng is None or eng.active is None:
+            add("engine", "warn" if self.state == "starting" else "fail", "no engine loaded yet")
+        elif eng.fallback_reason:
+            add("engine", "warn", f"speaking with fallback {eng.active}: {eng.fallback_reason}", "fix the engine config and restart")
+        else:
+            add("engine", "ok", f"{eng.active} loaded")
+        for s in self.sources:
+            bad = s.state in ("failed", "down", "backoff")
+            add(f"source:{s.name}", "warn" if bad else "ok", f"{s.state} {s.detail}".strip(), s.last_error or "")
+        for k in self.sinks:
+            bad = k.state in ("error", "stalled", "failed")
+            add(f"sink:{k.name}", "warn" if bad else "ok", f"{k.state} {k.detail}".strip(), k.last_error or "")
+        for r in self.plugins.broken:
+            add(f"plugin:{r.name}", "warn", f"{r.state}: {r.error}", "fix or remove the plugin file")
+        q = self.queue.stats()
+        level = "warn" if q["pending"] >= self.queue.max_pending else "ok"
+        add("queue", level, f"{q['pending']} pending, oldest waited {q['oldest_wait_s']} s")
+        order = {"ok": 0, "warn": 1, "fail": 2}
+        overall = max((c["level"] for c in checks), key=order.__getitem__, default="ok")
+        return {"status": overall, "checks": checks}
+
+    def summary(self) -> dict[str, Any]:
+        rtfs = list(self.speaker.rtfs) if self.speaker else []
+        return {
+            **self.counts(),
+            "reasons": dict(self.events.reasons),
+            "rtf_median": round(statistics.median(rtfs), 4) if rtfs else None,
+            "rtf_min": round(min(rtfs), 4) if rtfs else None,
+            "rtf_max": round(max(rtfs), 4) if rtfs else None,
+            "engine": self.engines.active if self.engines else None,
+        }
+
+    # -- control methods -----------------------------------------------------------------------
+
+    def _register_methods(self) -> None:
+        c = self.control
+        c.method("status", self._m_status)
+        c.method("health", self._m_health)
+        c.method("say", self._m_say, SayParams)
+        c.method("inject", self._m_inject, InjectParams)
+        c.method("queue", self._m_queue)
+        c.method("queue.remove", self._m_queue_remove, IdParams)
+        c.method("skip", self._m_skip)
+        c.method("pause", self._m_pause)
+        c.method("resume", self._m_resume)
+        c.method("clear", self._m_clear, ClearParams)
+        c.method("voices", self._m_voices)
+        c.method("plugins", self._m_plugins)
+        c.method("events.watch", self._m_watch, stream=True)
+
+    async def _m_status(self, _: NoParams) -> dict:
+        return self.status()
+
+    async def _m_health(self, _: NoParams) -> dict:
+        return self.health()
+
+    def _ready_engines(self) -> EngineHost:
+        if self.engines is None or self.engines.active is None:
+            raise ControlError("not_ready", "the engine is still loading; try again in a moment (see `ishowttsctl status`)")
+        return self.engines
+
+    async def _m_say(self, p: SayParams) -> dict:
+        try:
+            prio = Priority.parse(p.priority)
+        except ValueError as e:
+            raise ControlError("invalid_params", str(e)) from None
+        if p.voice is not None and not self._ready_engines().has_voice(p.voice):
+            raise ControlError("unknown_voice", f"no voice {p.voice!r}; list them with `ishowttsctl voices`")
+        ttl = self.ttl.get(prio)
+        utt = Utterance(
+            text=p.text.strip(), priority=prio, voice=p.voice, source="control",
+            deadline=None if ttl is None else time.monotonic() + ttl,
+        )  # fmt: skip
+        dropped = self.queue.put(utt)
+        return {"queued": utt.id not in {d.id for d in dropped}, "id": utt.id}
+
+    async def _m_inject(self, p: InjectParams) -> dict:
+        try:
+            kind = Kind(p.kind)
+        except ValueError:
+            raise ControlError("invalid_params", f"unknown kind {p.kind!r}; use one of {[k.value for k in Kind]}") from None
+        try:
+            user = User(name=p.user) if isinstance(p.user, str) else User(**p.user)
+        except TypeError as e:
+            raise ControlError("invalid_params", f"user: {e}") from None
+        m = Message(
+            platform=p.platform, kind=kind, text=p.text, user=user, amount=p.amount,
+            currency=p.currency, id=p.id, extra=p.extra,
+        )  # fmt: skip
+        result = self._on_message(None, m)
+        if isinstance(result, Rejection):
+            return {"accepted": False, "reason": result.reason, "detail": result.detail}
+        return {"accepted": True, "id": result.id, "text": result.text, "priority": result.priority.name.lower()}
+
+    async def _m_queue(self, _: NoParams) -> dict:
+        sp = self.speaker.status() if self.speaker else {}
+        return {
+            "speaking": sp.get("speaking"),
+            "prepared": sp.get("prepared", []),
+            "pending": [u.summary() for u in self.queue.pending()],
+            "paused": sp.get("paused", False),
+        }
+
+    async def _m_queue_remove(self, p: IdParams) -> dict:
+        u = self.queue.remove(p.id)
+        cut = self.speaker.cut_where(lambda x: x.id == p.id, "removed") if self.speaker else []
+        if u is None and not cut:
+            raise ControlError("not_found", f"no pending utterance {p.id}; see `ishowttsctl queue`")
+        return {"removed": p.id}
+
+    async def _m_skip(self, _: NoParams) -> dict:
+        u = self.speaker.skip() if self.speaker else None
+        return {"skipped": u.id if u else None}
+
+    async def _m_pause(self, _: NoParams) -> dict:
+        await self.speaker.pause()
+        return {"paused": True}
+
+    async def _m_resume(self, _: NoParams) -> dict:
+        await self.speaker.resume()
+        return {"paused": False}
+
+    async def _m_clear(self, p: ClearParams) -> dict:
+        try:
+            classes = None if p.classes is None else {Priority.parse(c) for c in p.classes}
+        except ValueError as e:
+            raise ControlError("invalid_params", str(e)) from None
+        removed = self.queue.clear(classes)
+        cut = self.speaker.cut_where(lambda u: classes is None or u.priority in classes, "cleared") if self.speaker else []
+        return {"removed": len(removed), "cut": len(cut)}
+
+    async def _m_voices(self, _: NoParams) -> dict:
+        return {"voices": self._ready_engines().voices(), "default": self.cfg.engine.default_voice}
+
+    async def _m_plugins(self, _: NoParams) -> dict:
+        return {
+            "plugins": self.plugins.summary(),
+            "sources": sorted(self.plugins.sources),
+            "sinks": sorted(self.plugins.sinks),
+            "engines": sorted(self.plugins.engines),
+        }
+
+    async def _m_watch(self, _: NoParams):
+        sub = self.events.subscribe()
+
+        async def stream():
+            with sub:
+                while True:
+                    yield await sub.receive()
+
+        return {"status": self.status()}, stream()
+
+
+def _unique_names(kind: str, parts, cfg: Config) -> None:
+    seen = set()
+    for p in parts:
+        if p.name in seen:
+            raise ConfigError(f"{cfg.path or 'config'}: {kind}: two entries are named {p.name!r}; give each a distinct `name`")
+        seen.add(p.name)
+
+
+def setup_logging(level: str) -> None:
+    # under systemd journald stamps each line itself; elsewhere we add the time
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if not os.environ.get("JOURNAL_STREAM"):
+        fmt = "%(asctime)s " + fmt
+    logging.basicConfig(level=getattr(logging, level.upper()), format=fmt, stream=sys.stderr, force=True)
+
+
+def print_summary(summary: dict[str, Any], out=sys.stdout) -> None:
+    print("\nishowttsd summary", file=out)
+    for key in ("received", "filtered", "queued", "spoken", "dropped", "expired", "cut", "failed"):
+        print(f"  {key:<9} {summary.get(key, 0)}", file=out)
+    for reason, n in sorted(summary.get("reasons", {}).items()):
+        print(f"    {reason:<24} {n}", file=out)
+    rtf = summary.get("rtf_median")
+    if rtf is not None:
+        print(f"  median RTF {rtf:.4f} (min {summary['rtf_min']:.4f}, max {summary['rtf_max']:.4f}) on {summary['engine']}", file=out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="ishowttsd", description="Speak live chat aloud.")
+    ap.add_argument("--config", "-c", help="TOML config file (default: built-in defaults)")
+    ap.add_argument("--socket", help="control socket path (overrides [daemon] socket)")
+    ap.add_argument("--exit-when-done", action="store_true", help="exit once finite sources are replayed and all speech is done")
+    ap.add_argument("--summary", action="store_true", help="print a summary of what happened on exit")
+    ap.add_argument("--summary-json", help="also write the summary as JSON to this file")
+    ap.add_argument("--check-config", action="store_true", help="validate the config and plugins, then exit")
+    ap.add_argument("--version", action="version", version=f"ishowttsd {__version__}")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as e:
+        print(f"ishowttsd: config error:\n{e}", file=sys.stderr)
+        return 78  # EX_CONFIG: systemd will not restart-loop on a bad config with RestartPreventExitStatus
+    setup_logging(cfg.daemon.log_level)
+    sock = Path(args.socket or cfg.daemon.socket or default_socket_path())
+    if args.socket is None and cfg.daemon.socket:
+        sock = cfg.resolve(cfg.daemon.socket)
+    daemon = Daemon(cfg, sock, exit_when_done=args.exit_when_done)
+    if args.check_config:
+        try:
+            daemon.build()
+        except ConfigError as e:
+            print(f"ishowttsd: config error:\n{e}", file=sys.stderr)
+            return 78
+        print(f"{args.config or 'defaults'}: OK")
+        return 0
+    try:
+        anyio.run(daemon.run)
+    except ConfigError as e:
+        print(f"ishowttsd: config error:\n{e}", file=sys.stderr)
+        return 78
+    except (EngineError, RuntimeError, OSError) as e:
+        log.error("cannot run: %s", e)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    summary = daemon.summary()
+    if args.summary:
+        print_summary(summary)
+    if args.summary_json:
+        Path(args.summary_json).write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,12 @@
+"""TTS engines. The built-in ones are registered by this internal plugin module."""
+
+from __future__ import annotations
+
+from ishowttsd.hookspecs import hookimpl
+
+
+@hookimpl
+def ishowtts_register_engines(register):
+    from ishowttsd.engines.espeak import EspeakEngine
+
+    register(EspeakEngine)

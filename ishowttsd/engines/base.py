@@ -1,0 +1,91 @@
+"""What an engine is: it loads, warms up, lists voices and streams speech for a text."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterator
+
+from pydantic import BaseModel, ConfigDict
+
+from ishowttsd.config import Config
+from ishowttsd.messages import AudioChunk
+
+# progress(stage, fraction or None): long work (load, warm-up, compile) reports here
+Progress = Callable[[str, "float | None"], None]
+
+
+class EngineError(Exception):
+    """An engine cannot do what was asked; the message says why and what to do."""
+
+
+class EngineSettings(BaseModel):
+    """The `[engine.<name>]` table; an engine's Settings subclass adds its keys."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class Voice:
+    """A voice an engine can speak with."""
+
+    id: str
+    engine: str
+    language: str = ""
+    description: str = ""
+    reference_audio: str | None = None
+    reference_text: str | None = None
+    speed: float = 1.0
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class EngineContext:
+    config: Config
+    state_dir: Path
+
+
+class Engine:
+    """Base class for engines. All methods but `info`/`voices` are blocking: the daemon
+    calls them in its one engine worker thread, never on the event loop.
+    """
+
+    name: ClassVar[str]
+    Settings: ClassVar[type[EngineSettings]] = EngineSettings
+
+    def __init__(self, settings: EngineSettings, ctx: EngineContext) -> None:
+        self.settings = settings
+        self.ctx = ctx
+        self.log = logging.getLogger(f"ishowttsd.engine.{self.name}")
+        self.sample_rate = 0
+        self.loaded = False
+        self.warm = False
+
+    def load(self, progress: Progress) -> None:
+        """Load models; raise EngineError with advice when something is missing."""
+        raise NotImplementedError
+
+    def warmup(self, progress: Progress) -> None:
+        """Run a short synthesis so the first real utterance is not slow."""
+        for _ in self.synthesize("warm up", self.voices()[0], threading.Event()):
+            pass
+        self.warm = True
+
+    def voices(self) -> list[Voice]:
+        raise NotImplementedError
+
+    def add_voice(self, voice: Voice) -> Voice:
+        """Make a configured voice (`[[voices]]`) usable; may do expensive preparation."""
+        raise EngineError(f"engine {self.name!r} has no configurable voices")
+
+    def synthesize(self, text: str, voice: Voice, cancel: threading.Event) -> Iterator[AudioChunk]:
+        """Yield audio for `text` as it is produced; stop early once `cancel` is set."""
+        raise NotImplementedError
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "loaded": self.loaded, "warm": self.warm, "sample_rate": self.sample_rate}

@@ -1,0 +1,52 @@
+"""Hook specifications: the whole plugin API of ishowttsd.
+
+A plugin is a module (a file in a plugin folder, or a module named by an entry point in the
+``ishowtts`` group) with functions decorated by :data:`hookimpl`. Each registration hook
+receives a ``register`` callback; call it once per class you provide::
+
+    from ishowttsd.hookspecs import hookimpl
+    from ishowttsd.source import Source
+
+    class Hello(Source):
+        type = "hello"
+        async def run(self):
+            self.emit(Message(platform="hello", kind=Kind.DANMAKU, text="hi"))
+
+    @hookimpl
+    def ishowtts_register_sources(register):
+        register(Hello)
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("ishowtts")
+hookimpl = pluggy.HookimplMarker("ishowtts")
+
+
+@hookspec
+def ishowtts_register_sources(register):
+    """Register source classes (subclasses of :class:`ishowttsd.source.Source`).
+
+    ``register(cls)`` makes ``cls.type`` usable as ``type = "..."`` in a ``[[sources]]``
+    table; the table's other keys are validated by ``cls.Settings``.
+    """
+
+
+@hookspec
+def ishowtts_register_sinks(register):
+    """Register sink classes (subclasses of :class:`ishowttsd.sink.Sink`).
+
+    ``register(cls)`` makes ``cls.type`` usable in a ``[[sinks]]`` table.
+    """
+
+
+@hookspec
+def ishowtts_register_engines(register):
+    """Register TTS engine classes (subclasses of :class:`ishowttsd.engines.base.Engine`).
+
+    ``register(cls)`` makes ``cls.name`` usable as ``[engine] default = "..."``; the
+    engine's own settings come from the ``[engine.<name>]`` table, validated by
+    ``cls.Settings``. Keep heavy imports (torch) inside ``load()``, not at module level.
+    """

@@ -1,0 +1,197 @@
+"""The values that flow through the daemon: what a platform said, what we will say, and audio."""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+class Kind(str, enum.Enum):
+    """What kind of chat event a Message is."""
+
+    DANMAKU = "danmaku"  # ordinary chat line (Bilibili danmaku, Twitch PRIVMSG)
+    GIFT = "gift"
+    SUPERCHAT = "superchat"
+    GUARD = "guard"  # Bilibili membership (舰长/提督/总督)
+    SUB = "sub"  # Twitch subscription, resub, gifted sub
+    BITS = "bits"
+    REDEMPTION = "redemption"
+    RAID = "raid"
+    SYSTEM = "system"
+
+
+PAID_KINDS = frozenset({Kind.SUPERCHAT, Kind.BITS})
+MEMBERSHIP_KINDS = frozenset({Kind.GUARD, Kind.SUB})
+
+
+@dataclass
+class User:
+    """Who said it, as the platform describes them."""
+
+    id: str = ""
+    name: str = ""
+    level: int = 0  # platform user level (Bilibili UL)
+    medal_name: str = ""  # Bilibili fan medal
+    medal_level: int = 0
+    guard_level: int = 0  # Bilibili: 1 总督, 2 提督, 3 舰长; 0 none
+    subscriber: bool = False
+    moderator: bool = False
+    broadcaster: bool = False
+    vip: bool = False
+
+
+@dataclass
+class Message:
+    """One thing a platform said, normalised across platforms.
+
+    `extra` carries kind-specific fields that templates may use: gift, num, combo_id,
+    guard, months, reward, viewers, emotes, dm_type...
+    """
+
+    platform: str
+    kind: Kind
+    text: str = ""
+    user: User = field(default_factory=User)
+    amount: float | None = None  # paid value in `currency` units
+    currency: str | None = None
+    id: str = ""  # platform message id, for deletions and dedupe
+    room: str = ""
+    received_at: float = field(default_factory=time.time)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def paid(self) -> bool:
+        """Money changed hands (a super chat, bits, a gift bought with real currency)."""
+        if self.kind in PAID_KINDS:
+            return True
+        return bool(self.amount) and self.currency not in (None, "", "free", "silver")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["kind"] = self.kind.value
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Message:
+        """Build a Message from a plain dict (a replay line, an `inject` request)."""
+        d = dict(d)
+        user = d.pop("user", None) or {}
+        if isinstance(user, str):
+            user = {"name": user}
+        known_user = User.__dataclass_fields__
+        bad = sorted(set(user) - set(known_user))
+        if bad:
+            raise ValueError(f"unknown user field(s) {bad}; known: {sorted(known_user)}")
+        kind = Kind(d.pop("kind", "danmaku"))
+        known = set(cls.__dataclass_fields__) - {"user", "kind"}
+        bad = sorted(set(d) - known)
+        if bad:
+            raise ValueError(f"unknown message field(s) {bad}; known: {sorted(known)}")
+        if "platform" not in d:
+            raise ValueError("a message needs a 'platform' (bilibili, twitch, ...)")
+        return cls(kind=kind, user=User(**user), **d)
+
+
+@dataclass
+class Deletion:
+    """A platform took something back: queued or playing speech for it must go.
+
+    Either specific platform message ids (a super chat deleted, a Twitch CLEARMSG), all
+    messages of one user (a timeout or ban), or everything from that platform (chat cleared).
+    """
+
+    platform: str
+    message_ids: list[str] = field(default_factory=list)
+    user_id: str | None = None
+    everything: bool = False
+    reason: str = ""
+
+
+class Priority(int, enum.Enum):
+    """Queue classes, highest first. Paid and membership speech outranks chat."""
+
+    URGENT = 0  # the operator's own `say`
+    PAID = 1
+    MEMBERSHIP = 2
+    MODERATOR = 3
+    NORMAL = 4
+    LOW = 5  # free gifts, follows, system notices
+
+    @classmethod
+    def parse(cls, value: str | int | Priority) -> Priority:
+        if isinstance(value, Priority):
+            return value
+        if isinstance(value, int):
+            return cls(value)
+        try:
+            return cls[str(value).upper()]
+        except KeyError:
+            names = ", ".join(p.name.lower() for p in cls)
+            raise ValueError(f"unknown priority {value!r}; use one of {names}") from None
+
+
+_ids = itertools.count(1)
+
+
+@dataclass
+class Utterance:
+    """One thing the daemon will say: text, voice, priority, and when it goes stale."""
+
+    text: str
+    priority: Priority = Priority.NORMAL
+    voice: str | None = None  # a voice id; None = the default voice
+    deadline: float | None = None  # time.monotonic() after which it is stale
+    message: Message | None = None  # what caused it, when it came from chat
+    source: str = ""  # the source instance name, "control" for say/inject
+    id: int = field(default_factory=lambda: next(_ids))
+    created: float = field(default_factory=time.monotonic)
+    created_wall: float = field(default_factory=time.time)
+
+    def expired(self, now: float | None = None) -> bool:
+        return self.deadline is not None and (now if now is not None else time.monotonic()) > self.deadline
+
+    def event_fields(self) -> dict[str, Any]:
+        """The fields every event about this utterance carries."""
+        d: dict[str, Any] = {"id": self.id, "priority": self.priority.name.lower(), "text": self.text}
+        if self.source:
+            d["source"] = self.source
+        if self.message is not None:
+            d.update(platform=self.message.platform, kind=self.message.kind.value, user=self.message.user.name)
+        return d
+
+    def summary(self) -> dict[str, Any]:
+        m = self.message
+        return {
+            "id": self.id,
+            "text": self.text,
+            "priority": self.priority.name.lower(),
+            "voice": self.voice,
+            "source": self.source,
+            "age_s": round(time.monotonic() - self.created, 3),
+            "platform": m.platform if m else None,
+            "kind": m.kind.value if m else None,
+            "user": m.user.name if m else None,
+            "message_id": m.id if m else None,
+        }
+
+
+@dataclass
+class AudioChunk:
+    """A piece of mono audio: float32 samples in [-1, 1] at `sample_rate`."""
+
+    samples: np.ndarray
+    sample_rate: int
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+    def pcm16(self) -> bytes:
+        """Little-endian signed 16-bit PCM, the format WAV files and ALSA want."""
+        clipped = np.clip(self.samples, -1.0, 1.0)
+        return (clipped * 32767.0).astype("<i2").tobytes()

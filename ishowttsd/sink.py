@@ -1,0 +1,143 @@
+"""What a sink plugin is: somewhere spoken audio goes (a sound card, files, OBS)."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterator, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from ishowttsd.config import Config
+from ishowttsd.events import EventBus
+from ishowttsd.messages import AudioChunk, Utterance
+
+
+class SinkSettings(BaseModel):
+    """Keys every `[[sinks]]` table has; a sink's Settings subclass adds its own."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: str
+    name: str | None = None
+    enabled: bool = True
+
+
+@dataclass
+class SinkContext:
+    events: EventBus
+    config: Config
+    state_dir: Path
+
+
+@dataclass
+class SynthesisStats:
+    """How synthesis of one utterance went; complete once the audio stream has ended."""
+
+    engine: str = ""
+    voice: str = ""
+    sample_rate: int = 0
+    synth_s: float = 0.0  # wall time spent inside the engine
+    audio_s: float = 0.0  # seconds of audio produced
+    ttfa_s: float | None = None  # dequeue to first chunk ready
+    chunks: int = 0
+    cut: bool = False  # skipped, cleared or deleted before the end
+
+    @property
+    def rtf(self) -> float | None:
+        return self.synth_s / self.audio_s if self.audio_s > 0 else None
+
+    def to_dict(self) -> dict[str, Any]:
+        rtf = self.rtf
+        return {
+            "engine": self.engine,
+            "voice": self.voice,
+            "sample_rate": self.sample_rate,
+            "synth_s": round(self.synth_s, 4),
+            "audio_s": round(self.audio_s, 4),
+            "rtf": None if rtf is None else round(rtf, 4),
+            "ttfa_s": None if self.ttfa_s is None else round(self.ttfa_s, 4),
+            "chunks": self.chunks,
+            "cut": self.cut,
+        }
+
+
+@dataclass
+class Playback:
+    """One utterance as a sink sees it: what is said, its audio as it arrives, its stats.
+
+    `chunks()` yields audio as the engine produces it; iterate it to the end (the stats are
+    final then). If the utterance is skipped, `play()` is cancelled: stop the sound at once.
+    """
+
+    utterance: Utterance
+    sample_rate: int
+    stats: SynthesisStats
+    _stream: Any = field(repr=False, default=None)
+
+    async def chunks(self) -> AsyncIterator[AudioChunk]:
+        async for chunk in self._stream:
+            yield chunk
+
+
+class Sink:
+    """Base class for sinks. Subclasses set `type`, maybe `Settings`, and write `play()`.
+
+    The speaker calls `play()` for each utterance on every sink in parallel; a sink that
+    raises is counted and reported, a sink that is slower than the audio allows is cut off
+    and skipped while it is still busy, and neither delays the other sinks or the queue.
+    Blocking calls (file or device writes) go through `anyio.to_thread.run_sync`.
+    """
+
+    type: ClassVar[str]
+    Settings: ClassVar[type[SinkSettings]] = SinkSettings
+    # True for sinks that play in real time (ALSA): the speaker then paces to them
+    realtime: ClassVar[bool] = False
+
+    def __init__(self, settings: SinkSettings, ctx: SinkContext) -> None:
+        self.settings = settings
+        self.ctx = ctx
+        self.name = settings.name or settings.type
+        self.log = logging.getLogger(f"ishowttsd.sink.{self.name}")
+        self.state = "starting"
+        self.detail = ""
+        self.last_error: str | None = None
+        self.counters: Counter[str] = Counter()
+
+    async def start(self) -> None:
+        """Open devices or connections; raising here marks the sink failed, not the daemon."""
+
+    async def play(self, playback: Playback) -> None:
+        raise NotImplementedError
+
+    async def pause(self) -> None:
+        """Playback is paused: real-time sinks hold their sound."""
+
+    async def resume(self) -> None:
+        """Playback resumes."""
+
+    async def close(self) -> None:
+        """Called once at shutdown."""
+
+    def set_state(self, state: str, detail: str = "", error: str | None = None) -> None:
+        if error:
+            self.last_error = error
+        if (state, detail) != (self.state, self.detail):
+            self.state, self.detail = state, detail
+            fields: dict[str, Any] = {"sink": self.name, "state": state}
+            if detail:
+                fields["detail"] = detail
+            if error:
+                fields["error"] = error
+            self.ctx.events.publish("sink.state", **fields)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.type,
+            "state": self.state,
+            "detail": self.detail,
+            "last_error": self.last_error,
+            "counters": dict(self.counters),
+        }

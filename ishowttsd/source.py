@@ -1,0 +1,103 @@
+"""What a source plugin is: something that turns a platform's chat into Messages."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from ishowttsd.config import Config
+from ishowttsd.events import EventBus
+from ishowttsd.messages import Deletion, Message
+
+
+class SourceSettings(BaseModel):
+    """Keys every `[[sources]]` table has; a source's Settings subclass adds its own."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: str
+    name: str | None = None
+    enabled: bool = True
+
+
+@dataclass
+class SourceContext:
+    """What the daemon hands a source: where messages go, the event bus, the config."""
+
+    on_message: Callable[[Source, Message], None]
+    on_deletion: Callable[[Source, Deletion], None]
+    events: EventBus
+    config: Config
+    state_dir: Path
+
+
+class Source:
+    """Base class for sources. Subclasses set `type`, maybe `Settings`, and write `run()`.
+
+    `run()` runs until cancelled (live sources reconnect inside it, with
+    :class:`ishowttsd.backoff.Backoff`) or returns when a finite source is done (set
+    `finite = True`). It calls :meth:`emit` for each message and :meth:`delete` for each
+    deletion; both are cheap and never block. It reports its connection with
+    :meth:`set_state` so `status` and health can show it.
+    """
+
+    type: ClassVar[str]
+    Settings: ClassVar[type[SourceSettings]] = SourceSettings
+    finite: ClassVar[bool] = False
+
+    def __init__(self, settings: SourceSettings, ctx: SourceContext) -> None:
+        self.settings = settings
+        self.ctx = ctx
+        self.name = settings.name or settings.type
+        self.log = logging.getLogger(f"ishowttsd.source.{self.name}")
+        self.state = "starting"
+        self.detail = ""
+        self.last_error: str | None = None
+        self.last_message_at: float | None = None
+        self.counters: Counter[str] = Counter()
+
+    async def run(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Called once at shutdown after `run()` was cancelled or returned."""
+
+    def emit(self, message: Message) -> None:
+        self.counters["messages"] += 1
+        self.last_message_at = time.time()
+        self.ctx.on_message(self, message)
+
+    def delete(self, deletion: Deletion) -> None:
+        self.counters["deletions"] += 1
+        self.ctx.on_deletion(self, deletion)
+
+    def set_state(self, state: str, detail: str = "", error: str | None = None) -> None:
+        """Report a connection state: connecting, connected, backoff, down, finished..."""
+        if error:
+            self.last_error = error
+            self.counters["errors"] += 1
+        if (state, detail) != (self.state, self.detail):
+            self.state, self.detail = state, detail
+            fields: dict[str, Any] = {"source": self.name, "state": state}
+            if detail:
+                fields["detail"] = detail
+            if error:
+                fields["error"] = error
+            self.ctx.events.publish("source.state", **fields)
+
+    def status(self) -> dict[str, Any]:
+        since = None if self.last_message_at is None else round(time.time() - self.last_message_at, 1)
+        return {
+            "name": self.name,
+            "type": self.type,
+            "state": self.state,
+            "detail": self.detail,
+            "last_error": self.last_error,
+            "seconds_since_last_message": since,
+            "counters": dict(self.counters),
+        }

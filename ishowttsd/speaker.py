@@ -1,0 +1,299 @@
+"""The speaker: synthesis of the next utterance while the current one plays, fan-out to sinks.
+
+Two loops run side by side. The synth loop takes the next utterance from the queue as soon
+as a slot is free (one playing, one prepared), runs the engine in its worker thread and
+streams chunks into that utterance's buffer. The play loop takes prepared utterances in
+order and streams their chunks to every sink in parallel. Skip, clear, pause and resume act
+on both loops at once. Each sink runs in its own task: one that raises is counted, one that
+hangs is cut off after a deadline and skipped while it stays busy, and neither holds up
+the others or the queue.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ishowttsd.engines.base import Engine
+from ishowttsd.engines.host import EngineHost
+from ishowttsd.events import EventBus
+from ishowttsd.messages import AudioChunk, Utterance
+from ishowttsd.queue import SpeechQueue
+from ishowttsd.sink import Playback, Sink, SynthesisStats
+
+
+@dataclass
+class Prepared:
+    utterance: Utterance
+    engine: Engine
+    stats: SynthesisStats
+    send: Any
+    recv: Any
+    cancel: threading.Event = field(default_factory=threading.Event)
+    synth_done: anyio.Event = field(default_factory=anyio.Event)
+    error: str | None = None
+    cut_reason: str | None = None
+
+
+class _SinkRunner:
+    """One sink: its busy flag, its current cancel scope."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.busy = False
+        self.scope: anyio.CancelScope | None = None
+
+
+class Speaker:
+    def __init__(
+        self,
+        queue: SpeechQueue,
+        engines: EngineHost,
+        sinks: list[Sink],
+        events: EventBus,
+        sink_slack_s: float = 5.0,
+    ) -> None:
+        self.queue = queue
+        self.engines = engines
+        self.sinks = [_SinkRunner(s) for s in sinks]
+        self.events = events
+        self.sink_slack_s = sink_slack_s
+        self.paused = False
+        self._resumed = anyio.Event()
+        self._slots = anyio.Semaphore(2)  # one playing + one prepared ahead
+        self._ready_send, self._ready_recv = anyio.create_memory_object_stream[Prepared](math.inf)
+        self._preparing: deque[Prepared] = deque()  # synthesized or synthesizing, not yet playing
+        self.current: Prepared | None = None
+        self.rtfs: deque[float] = deque(maxlen=200)
+        self.ttfas: deque[float] = deque(maxlen=200)
+        self.spoken = 0
+        self._tg: TaskGroup | None = None
+        self.on_spoken: list[Callable[[Utterance, SynthesisStats], None]] = []
+
+    # -- control -----------------------------------------------------------------------------
+
+    def idle(self) -> bool:
+        return self.current is None and not self._preparing and len(self.queue) == 0
+
+    def skip(self) -> Utterance | None:
+        cur = self.current
+        if cur is None:
+            return None
+        self._cut(cur, "skipped")
+        return cur.utterance
+
+    def cut_where(self, pred: Callable[[Utterance], bool], reason: str) -> list[Utterance]:
+        """Cut what is playing or prepared if it matches (deletions, clear)."""
+        cut = []
+        for p in [self.current, *self._preparing]:
+            if p is not None and p.cut_reason is None and pred(p.utterance):
+                self._cut(p, reason)
+                cut.append(p.utterance)
+        return cut
+
+    def _cut(self, p: Prepared, reason: str) -> None:
+        p.cut_reason = reason
+        p.stats.cut = True
+        p.cancel.set()
+        if p is self.current:
+            for r in self.sinks:
+                if r.scope is not None:
+                    r.scope.cancel()
+
+    async def pause(self) -> None:
+        if self.paused:
+            return
+        self.paused = True
+        self._resumed = anyio.Event()
+        self.events.publish("paused")
+        for r in self.sinks:
+            await self._call_sink(r, "pause")
+
+    async def resume(self) -> None:
+        if not self.paused:
+            return
+        self.paused = False
+        self._resumed.set()
+        self.events.publish("resumed")
+        for r in self.sinks:
+            await self._call_sink(r, "resume")
+
+    async def _call_sink(self, r: _SinkRunner, method: str) -> None:
+        try:
+            with anyio.fail_after(2):
+                await getattr(r.sink, method)()
+        except Exception as e:
+            r.sink.counters["errors"] += 1
+            r.sink.set_state("error", f"{method} failed", error=f"{type(e).__name__}: {e}")
+
+    # -- loops ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            tg.start_soon(self._synth_loop)
+            tg.start_soon(self._play_loop)
+
+    async def _synth_loop(self) -> None:
+        while True:
+            await self._slots.acquire()
+            utt = await self.queue.get()
+            engine, voice = self.engines.resolve(utt.voice)
+            send, recv = anyio.create_memory_object_stream[AudioChunk](math.inf)
+            stats = SynthesisStats(engine=engine.name, voice=voice.id, sample_rate=engine.sample_rate)
+            p = Prepared(utt, engine, stats, send, recv)
+            self._preparing.append(p)
+            self._ready_send.send_nowait(p)
+            await self._synthesize(p, voice)
+
+    async def _synthesize(self, p: Prepared, voice) -> None:
+        t_dequeue = time.perf_counter()
+        it = p.engine.synthesize(p.utterance.text, voice, p.cancel)
+        done = object()
+        try:
+            while not p.cancel.is_set():
+                t0 = time.perf_counter()
+                chunk = await anyio.to_thread.run_sync(next, it, done, limiter=self.engines.limiter)
+                p.stats.synth_s += time.perf_counter() - t0
+                if chunk is done:
+                    break
+                if p.stats.ttfa_s is None:
+                    p.stats.ttfa_s = time.perf_counter() - t_dequeue
+                p.stats.chunks += 1
+                p.stats.audio_s += chunk.duration
+                p.send.send_nowait(chunk)
+        except Exception as e:
+            p.error = f"{type(e).__name__}: {e}"
+        finally:
+            if p.cancel.is_set():
+                await anyio.to_thread.run_sync(_close, it, limiter=self.engines.limiter)
+            p.send.close()
+            p.synth_done.set()
+
+    async def _play_loop(self) -> None:
+        async for p in self._ready_recv:
+            try:
+                await self._play(p)
+            finally:
+                if p in self._preparing:
+                    self._preparing.remove(p)
+                self.current = None
+                self._slots.release()
+
+    async def _play(self, p: Prepared) -> None:
+        utt = p.utterance
+        while self.paused and p.cut_reason is None:
+            await self._resumed.wait()
+        if utt.expired() and p.cut_reason is None:
+            p.cut_reason = "expired"
+            p.cancel.set()
+        self._preparing.remove(p)
+        self.current = p
+        if p.cut_reason is not None:
+            await p.synth_done.wait()
+            self._publish_end(p)
+            return
+        self.events.publish("speaking", **utt.event_fields(), engine=p.stats.engine, voice=p.stats.voice)
+        runners = []
+        for r in self.sinks:
+            if r.busy:
+                r.sink.counters["skipped_busy"] += 1
+                continue
+            if r.sink.state in ("failed",):
+                continue
+            s, rcv = anyio.create_memory_object_stream[AudioChunk](math.inf)
+            runners.append((r, s, rcv))
+        finished = {id(r): anyio.Event() for r, _, _ in runners}
+        for r, s, rcv in runners:
+            pb = Playback(utterance=utt, sample_rate=p.stats.sample_rate, stats=p.stats, _stream=rcv)
+            self._tg.start_soon(self._run_sink, r, pb, finished[id(r)])
+        async for chunk in p.recv:
+            while self.paused and p.cut_reason is None:
+                await self._resumed.wait()
+            if p.cut_reason is not None:
+                break
+            for _, s, _ in runners:
+                s.send_nowait(chunk)
+        for _, s, _ in runners:
+            s.close()
+        await p.synth_done.wait()
+        # sinks get the utterance's length plus slack to finish; a sink that is still busy
+        # after that is cut off and skipped until it returns
+        deadline = time.monotonic() + p.stats.audio_s + self.sink_slack_s
+        for r, _, _ in runners:
+            ev = finished[id(r)]
+            while not ev.is_set():
+                left = deadline - time.monotonic()
+                if self.paused:
+                    deadline += 0.1
+                with anyio.move_on_after(max(0.0, min(left, 0.1)) if left > 0 else 0):
+                    await ev.wait()
+                if not ev.is_set() and left <= 0:
+                    if r.scope is not None:
+                        r.scope.cancel()
+                    r.sink.counters["timeouts"] += 1
+                    r.sink.set_state("stalled", "did not finish in time; skipped while busy")
+                    break
+        self._publish_end(p)
+
+    async def _run_sink(self, r: _SinkRunner, pb: Playback, finished: anyio.Event) -> None:
+        r.busy = True
+        try:
+            with anyio.CancelScope() as scope:
+                r.scope = scope
+                await r.sink.play(pb)
+                r.sink.counters["played"] += 1
+                if r.sink.state in ("starting", "stalled", "error"):
+                    r.sink.set_state("ok")
+        except Exception as e:
+            r.sink.counters["errors"] += 1
+            r.sink.set_state("error", "play failed", error=f"{type(e).__name__}: {e}")
+        finally:
+            r.scope = None
+            r.busy = False
+            finished.set()
+
+    def _publish_end(self, p: Prepared) -> None:
+        utt = p.utterance
+        st = p.stats.to_dict()
+        if p.error:
+            self.events.publish("failed", **utt.event_fields(), reason="engine", error=p.error, **st)
+        elif p.cut_reason == "expired":
+            self.events.publish("expired", **utt.event_fields(), reason="ttl")
+        elif p.cut_reason is not None:
+            self.events.publish("cut", **utt.event_fields(), reason=p.cut_reason, **st)
+        else:
+            self.spoken += 1
+            if p.stats.rtf is not None:
+                self.rtfs.append(p.stats.rtf)
+            if p.stats.ttfa_s is not None:
+                self.ttfas.append(p.stats.ttfa_s)
+            self.events.publish("spoken", **utt.event_fields(), **st)
+            for cb in self.on_spoken:
+                cb(utt, p.stats)
+
+    def status(self) -> dict[str, Any]:
+        cur = self.current
+        return {
+            "paused": self.paused,
+            "speaking": cur.utterance.summary() if cur else None,
+            "prepared": [p.utterance.summary() for p in self._preparing],
+            "spoken": self.spoken,
+            "rtf_median": round(statistics.median(self.rtfs), 4) if self.rtfs else None,
+            "ttfa_median_s": round(statistics.median(self.ttfas), 4) if self.ttfas else None,
+        }
+
+
+def _close(it) -> None:
+    close = getattr(it, "close", None)
+    if close:
+        close()
+
