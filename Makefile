@@ -4,6 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 STAMP := $(VENV)/.installed
+STAMP_F5 := $(VENV)/.installed-f5
 
 .PHONY: demo test sysdeps venv clean
 
@@ -16,14 +17,19 @@ $(STAMP): pyproject.toml constraints.txt contrib/system-packages.txt
 	$(PIP) install -c constraints.txt -e '.[test]'
 	@touch $@
 
-venv: $(STAMP)
+# the F5-TTS engine's stack (torch, torchaudio, f5-tts): only the tests and the benchmark need it
+$(STAMP_F5): $(STAMP)
+	$(PIP) install -c constraints.txt -e '.[test,f5]'
+	@touch $@
+
+venv: $(STAMP_F5)
 
 demo: $(STAMP)
 	@rm -rf out/demo
 	$(VENV)/bin/ishowttsd --config config/demo.toml --socket out/demo.sock --exit-when-done --summary
 	@echo "WAVs and the log of what was said: out/demo/ (spoken.jsonl)"
 
-test: $(STAMP)
+test: $(STAMP_F5)
 	$(PY) -m pytest
 
 clean:

@@ -8,5 +8,7 @@ from ishowttsd.hookspecs import hookimpl
 @hookimpl
 def ishowtts_register_engines(register):
     from ishowttsd.engines.espeak import EspeakEngine
+    from ishowttsd.engines.f5 import F5Engine  # light: torch and f5-tts load in F5Engine.load()
 
     register(EspeakEngine)
+    register(F5Engine)

@@ -1,0 +1,388 @@
+"""Benchmark: our F5-TTS engine against upstream `f5_tts.api.F5TTS.infer()`, side by side.
+
+    python -m ishowttsd.bench --engine f5 --compare-upstream --out bench.json
+
+One process, one run: the same weights (a configured checkpoint, or full-size F5TTS_v1_Base
+with every parameter random, saved to a temporary checkpoint that both sides load through
+their own loaders), the same reference, the same danmaku, the same steps and device. Upstream
+runs through its own `load_model`/`load_vocoder` and `F5TTS.infer()`; only the lookup of the
+model's config file by name is bypassed, so that any architecture (also the tests' tiny one)
+can be compared. Warm-up first, then timed runs; medians. Prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+# a fixed set of danmaku: Chinese and English, short and long (all >= 10 UTF-8 bytes)
+DANMAKU = [
+    "主播今天状态真好！",
+    "Nice play, that was insane!",
+    "这波操作太秀了，再来一把。",
+    "Can you say hi to my friend Tom?",
+    "谢谢老板的火箭，老板大气，祝老板天天开心。",
+    "What game are you playing next after this one?",
+    "晚上好，刚下班就来看直播了。",
+    "Thanks for the stream, see you tomorrow!",
+]
+THREE_SENTENCES = "大家晚上好，欢迎来到直播间。今天我们继续挑战最高难度！Remember to follow if you like the stream."
+DEFAULT_REF_TEXT = "Some call me nature, others call me mother nature."
+
+
+def _default_reference() -> Path:
+    from importlib.resources import files
+
+    return Path(str(files("f5_tts").joinpath("infer/examples/basic/basic_ref_en.wav")))
+
+
+def _median(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+def _r(x: float | None, n: int = 4) -> float | None:
+    return None if x is None else round(x, n)
+
+
+class _Ctx:
+    """Just enough of Config for an engine built outside the daemon."""
+
+    def __init__(self, base: Path | None) -> None:
+        self.base = base
+
+    def resolve(self, p: str) -> Path:
+        q = Path(p).expanduser()
+        return q if q.is_absolute() or self.base is None else self.base / q
+
+
+def build_engine(table: dict[str, Any], state_dir: Path, base: Path | None):
+    from ishowttsd.engines.base import EngineContext
+    from ishowttsd.engines.f5 import F5Engine, F5Settings
+
+    return F5Engine(F5Settings(**table), EngineContext(config=_Ctx(base), state_dir=state_dir))
+
+
+def save_random_checkpoint(table: dict[str, Any], folder: Path, log) -> dict[str, Any]:
+    """Full-size random weights in the release formats (EMA safetensors + Vocos folder)."""
+    import torch
+    from f5_tts.model import CFM, DiT
+    from safetensors.torch import save_file
+    from vocos import Vocos
+
+    from ishowttsd.engines.f5 import ARCHS, N_MELS, _default_vocab, randomize, vocos_config
+
+    vocab = _default_vocab()
+    arch = {**ARCHS.get(table.get("model", "F5TTS_v1_Base"), {}), **table.get("arch", {})}
+    log(f"building {table.get('model', 'F5TTS_v1_Base')} with random weights")
+    model = CFM(transformer=DiT(**arch, text_num_embeds=len(vocab), mel_dim=N_MELS), vocab_char_map=vocab)
+    randomize(model, seed=0)
+    sd = {f"ema_model.{k}": v.contiguous() for k, v in model.state_dict().items() if not k.startswith("mel_spec.")}
+    save_file(sd, str(folder / "model.safetensors"))
+    from importlib.resources import files
+
+    (folder / "vocab.txt").write_text(Path(str(files("f5_tts").joinpath("infer/examples/vocab.txt"))).read_text("utf-8"), "utf-8")
+    voc_dir = folder / "vocos"
+    voc_dir.mkdir()
+    (voc_dir / "config.yaml").write_text(vocos_config())
+    voc = Vocos.from_hparams(str(voc_dir / "config.yaml"))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in voc.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+    torch.save(voc.state_dict(), voc_dir / "pytorch_model.bin")
+    del model, sd
+    return {**table, "checkpoint": str(folder / "model.safetensors"), "vocab": str(folder / "vocab.txt"),
+            "vocoder": str(voc_dir), "random_weights": False}  # fmt: skip
+
+
+def build_upstream(table: dict[str, Any], device: str):
+    """An `f5_tts.api.F5TTS` built with upstream's own loaders from the same files."""
+    import f5_tts.api as api
+    from f5_tts.infer.utils_infer import load_model, load_vocoder
+    from f5_tts.model import DiT
+
+    from ishowttsd.engines.f5 import ARCHS
+
+    arch = {**ARCHS.get(table.get("model", "F5TTS_v1_Base"), {}), **table.get("arch", {})}
+    up = api.F5TTS.__new__(api.F5TTS)
+    up.mel_spec_type, up.target_sample_rate = "vocos", 24_000
+    up.ode_method, up.use_ema, up.device = "euler", table.get("use_ema", True), device
+    up.vocoder = load_vocoder("vocos", True, table["vocoder"], device)
+    up.ema_model = load_model(DiT, arch, table["checkpoint"], "vocos", table["vocab"], "euler", up.use_ema, device)
+    return up
+
+
+def _quiet(*_a, **_k) -> None:
+    pass
+
+
+def run(args) -> dict[str, Any]:
+    import contextlib
+    import io
+
+    import torch
+
+    log = (lambda m: print(f"[bench {time.strftime('%H:%M:%S')}] {m}", file=sys.stderr, flush=True))
+    table: dict[str, Any] = {}
+    base = None
+    if args.config:
+        from ishowttsd.config import load_config
+
+        cfg = load_config(args.config)
+        table = dict(cfg.engine.engine_tables().get("f5", {}))
+        base = Path(args.config).resolve().parent
+        for key in ("checkpoint", "vocab", "vocoder"):
+            if table.get(key):
+                table[key] = str(cfg.resolve(table[key]))
+    table["steps"] = args.steps
+    table.setdefault("seed", 0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    table["device"] = device
+    ref = Path(args.reference) if args.reference else _default_reference()
+    ref_text = args.reference_text or DEFAULT_REF_TEXT
+    texts = DANMAKU[: args.utterances]
+    tmp = tempfile.TemporaryDirectory(prefix="ishowtts-bench-")
+    work = Path(tmp.name)
+    weights = "checkpoint"
+    if not table.get("checkpoint"):
+        weights = "random"
+        table = save_random_checkpoint(table, work, log)
+    state = work / "state"
+
+    from ishowttsd.engines.base import Voice
+
+    voice = Voice(id="bench", engine="f5", reference_audio=str(ref), reference_text=ref_text)
+    log(f"loading our engine ({device}, fp32)")
+    t0 = time.perf_counter()
+    ours = build_engine({**table, "fast": False, "compile": False}, state, base)
+    ours.load(lambda *_: None)
+    ours.add_voice(voice)
+    load_s = time.perf_counter() - t0
+    half_device = device.startswith("cuda")
+    fp32_dtype = "fp32"
+    if half_device:  # the fp32 side on GPU is our engine in fp32, the fast side fp16 (+ compile if asked)
+        ours = build_engine({**table, "dtype": "fp32"}, state, base)
+        ours.load(lambda *_: None)
+        ours.add_voice(voice)
+
+    def ours_once(text: str) -> tuple[float, float, int]:
+        cancel = threading.Event()
+        t = time.perf_counter()
+        first = None
+        n = 0
+        for chunk in ours.synthesize(text, voice, cancel):
+            if first is None:
+                first = time.perf_counter() - t
+            n += len(chunk.samples)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter() - t, first or 0.0, n
+
+    up = None
+    if args.compare_upstream:
+        log("loading upstream f5_tts.api.F5TTS (its own load_model / load_vocoder)")
+        with contextlib.redirect_stdout(io.StringIO()):
+            up = build_upstream(table, device)
+
+    def up_once(text: str) -> tuple[float, int]:
+        t = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):
+            wav, sr, _ = up.infer(str(ref), ref_text, text, show_info=_quiet, progress=None, nfe_step=args.steps,
+                                  seed=0, cfg_strength=table.get("cfg_strength", 2.0),
+                                  sway_sampling_coef=table.get("sway_sampling_coef", -1.0))  # fmt: skip
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter() - t, len(wav)
+
+    log("warm-up")
+    ours.warmup(lambda *_: None)
+    ours_once(texts[0])
+    if up is not None:
+        up_once(texts[0])
+
+    rows = []
+    for i, text in enumerate(texts):
+        o_times, u_times = [], []
+        for _ in range(args.runs):
+            if up is not None:
+                ut, un = up_once(text)
+                u_times.append(ut)
+            ot, ottfa, on = ours_once(text)
+            o_times.append(ot)
+        row = {"text": text, "ours_s": _median(o_times), "ours_audio_s": on / 24000, "ours_ttfa_s": ottfa}
+        if up is not None:
+            row.update({"upstream_s": _median(u_times), "upstream_audio_s": un / 24000,
+                        "speedup": _median(u_times) / _median(o_times)})  # fmt: skip
+        row["ours_rtf"] = row["ours_s"] / row["ours_audio_s"]
+        if up is not None:
+            row["upstream_rtf"] = row["upstream_s"] / row["upstream_audio_s"]
+        rows.append(row)
+        log(f"{i + 1}/{len(texts)} ours {row['ours_s']:.2f} s" + (f", upstream {row['upstream_s']:.2f} s" if up else ""))
+
+    log(f"batch of {len(texts)} queued utterances")
+    voices = [voice] * len(texts)
+    t = time.perf_counter()
+    ours.synthesize_batch(texts, voices)
+    batch_s = time.perf_counter() - t
+    solo_sum = sum(r["ours_s"] for r in rows)
+    up_sum = sum(r["upstream_s"] for r in rows) if up is not None else None
+
+    log("three-sentence text: time to first audio")
+    tt, ttfa, tn = ours_once(THREE_SENTENCES)
+
+    fast: dict[str, Any] = {}
+    if not args.no_fast:
+        log("fast mode" + (" (GPU half precision)" if half_device else " (CPU)"))
+        ftable = {**table, "fast": not half_device}
+        if half_device:
+            ftable.update(dtype=args.gpu_dtype, compile=args.compile)
+        fe = build_engine(ftable, state, base)
+        fe.load(lambda *_: None)
+        fe.add_voice(voice)
+        fe.warmup(lambda *_: None)
+        sub = texts[: args.fast_utterances]
+        ratios, errs, ftimes = [], [], []
+        for text in sub:
+            list(fe.synthesize(text, voice, threading.Event()))
+            t = time.perf_counter()
+            list(fe.synthesize(text, voice, threading.Event()))
+            ft = time.perf_counter() - t
+            list(ours.synthesize(text, voice, threading.Event()))  # fp32 mel of the same text and seed
+            ref_mel = torch.cat([m.float().cpu() for m in ours.last_mel], dim=0)
+            fast_mel = torch.cat([m.float().cpu() for m in fe.last_mel], dim=0)
+            from ishowttsd.engines.f5_fast import rel_error
+
+            errs.append(rel_error(fast_mel, ref_mel))
+            row = next(r for r in rows if r["text"] == text)
+            ratios.append(row["ours_s"] / ft)
+            ftimes.append(ft)
+        fast = {"mode": fe.dtype_name, "kernels": fe.kernel_kind, "speedup": _median(ratios), "rel_error": _median(errs),
+                "rel_error_max": max(errs), "times_s": ftimes, "utterances": len(sub)}  # fmt: skip
+        del fe
+
+    import f5_tts  # noqa: F401
+    from importlib.metadata import version
+
+    from ishowttsd import __version__
+    from ishowttsd.engines.f5 import cpu_has_bf16
+
+    summary = {
+        "speedup_vs_upstream": _r(_median([r["speedup"] for r in rows])) if up is not None else None,
+        "throughput_ratio": _r(up_sum / batch_s) if up is not None else None,
+        "ttfa_fraction": _r(ttfa / tt),
+        "fast_mode_speedup": _r(fast.get("speedup")),
+        "fast_mode_rel_error": _r(fast.get("rel_error"), 6),
+        "fast_mode": fast.get("mode"),
+        "batch_vs_ours_solo": _r(solo_sum / batch_s),
+        "rtf_ours_median": _r(_median([r["ours_rtf"] for r in rows])),
+        "rtf_upstream_median": _r(_median([r["upstream_rtf"] for r in rows])) if up is not None else None,
+        "device": device,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_bf16": cpu_has_bf16(torch),
+        "threads": torch.get_num_threads(),
+        "dtype": fp32_dtype,
+        "kernels": ours.kernel_kind,
+        "steps": args.steps,
+        "model": table.get("model", "F5TTS_v1_Base"),
+        "weights": weights,
+        "reference_s": round(ours._refs["bench"].seconds, 3),
+        "runs": args.runs,
+        "utterances": len(texts),
+        "versions": {"torch": torch.__version__, "f5_tts": version("f5-tts"), "ishowttsd": __version__,
+                     "python": platform.python_version()},  # fmt: skip
+        "load_s": round(load_s, 2),
+    }
+    if device.startswith("cuda"):
+        summary["gpu"] = torch.cuda.get_device_name()
+    tmp.cleanup()
+    return {
+        "summary": summary,
+        "utterances": [{k: _r(v) if isinstance(v, float) else v for k, v in r.items()} for r in rows],
+        "batch": {"ours_batched_s": _r(batch_s), "ours_solo_sum_s": _r(solo_sum), "upstream_sum_s": _r(up_sum)},
+        "ttfa": {"text": THREE_SENTENCES, "ttfa_s": _r(ttfa), "total_s": _r(tt), "audio_s": _r(tn / 24000),
+                 "chunks": ours.plan(THREE_SENTENCES)},  # fmt: skip
+        "fast": {k: _r(v, 6) if isinstance(v, float) else v for k, v in fast.items()},
+        "command": "python -m ishowttsd.bench " + " ".join(sys.argv[1:]),
+    }
+
+
+def render(result: dict[str, Any]) -> str:
+    s = result["summary"]
+    lines = [
+        f"F5-TTS benchmark: {s['model']} ({s['weights']} weights), {s['device']} {s['cpu']}, {s['threads']} threads, "
+        f"{s['steps']} steps, reference {s['reference_s']} s, torch {s['versions']['torch']}, f5-tts {s['versions']['f5_tts']}",
+        "",
+        f"{'utterance':<48} {'audio s':>8} {'upstream s':>10} {'ours s':>8} {'speedup':>8} {'RTF ours':>9}",
+    ]
+    for r in result["utterances"]:
+        up = r.get("upstream_s")
+        lines.append(
+            f"{r['text'][:46]:<48} {r['ours_audio_s']:>8.2f} {up if up is not None else '-':>10} {r['ours_s']:>8.2f} "
+            f"{r.get('speedup') or '-':>8} {r['ours_rtf']:>9.3f}"
+        )
+    b = result["batch"]
+    lines += [
+        "",
+        f"speedup_vs_upstream  {s['speedup_vs_upstream']}   (median of upstream/ours, both fp32)",
+        f"throughput_ratio     {s['throughput_ratio']}   ({s['utterances']} queued: upstream one by one {b['upstream_sum_s']} s, "
+        f"ours batched {b['ours_batched_s']} s; ours one by one {b['ours_solo_sum_s']} s)",
+        f"ttfa_fraction        {s['ttfa_fraction']}   (first audio {result['ttfa']['ttfa_s']} s of {result['ttfa']['total_s']} s, "
+        f"{len(result['ttfa']['chunks'])} chunks)",
+        f"fast_mode_speedup    {s['fast_mode_speedup']}   ({s['fast_mode']}, relative error {s['fast_mode_rel_error']} vs fp32 mel)",
+        f"RTF median           ours {s['rtf_ours_median']}, upstream {s['rtf_upstream_median']}",
+    ]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m ishowttsd.bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--engine", default="f5", choices=["f5"], help="engine to measure (f5)")
+    ap.add_argument("--config", help="TOML config whose [engine.f5] table names the checkpoint (else random full-size weights)")
+    ap.add_argument("--compare-upstream", action="store_true", help="also run upstream f5_tts.api.F5TTS.infer()")
+    ap.add_argument("--out", help="write the JSON result here")
+    ap.add_argument("--steps", type=int, default=7)
+    ap.add_argument("--runs", type=int, default=1, help="timed runs per utterance (median)")
+    ap.add_argument("--utterances", type=int, default=len(DANMAKU), help=f"how many of the {len(DANMAKU)} danmaku")
+    ap.add_argument("--fast-utterances", type=int, default=3)
+    ap.add_argument("--no-fast", action="store_true", help="skip the fast-mode measurement")
+    ap.add_argument("--reference", help="reference WAV (default: f5-tts's basic_ref_en.wav)")
+    ap.add_argument("--reference-text", help="its transcript")
+    ap.add_argument("--device", help="cpu, cuda (default: cuda if available)")
+    ap.add_argument("--gpu-dtype", default="fp16", choices=["fp16", "bf16"])
+    ap.add_argument("--compile", action="store_true", help="GPU fast side: torch.compile with length buckets")
+    ap.add_argument("--threads", type=int)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = run(args)
+    except Exception as e:
+        from ishowttsd.engines.base import EngineError
+
+        if isinstance(e, EngineError):
+            print(f"bench: {e}", file=sys.stderr)
+            return 1
+        raise
+    print(render(result))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

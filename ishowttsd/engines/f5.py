@@ -1,0 +1,748 @@
+"""F5-TTS: the streamer's cloned voice (package `f5-tts`), on our own hot path.
+
+The checkpoint loads through f5-tts's own classes (`CFM`, `DiT`); the per-step work runs in
+`f5_fast` (see there for what it saves). Around it this engine does what a daemon can do once
+instead of per call: each reference voice is read, resampled, RMS-normalised, trimmed and
+turned into its mel once, kept in memory and on disk keyed by a hash of its content and
+settings. Long text is split into sentence chunks: the first is synthesized alone and streamed
+while the rest are synthesized together in one batch, joined with short crossfades.
+
+torch and f5-tts are imported in `load()` only: the daemon starts without them unless this
+engine is configured.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import numpy as np
+from pydantic import Field
+
+from ishowttsd.engines.base import Engine, EngineError, EngineSettings, Progress, Voice
+from ishowttsd.messages import AudioChunk
+
+# architectures of the released checkpoints (f5_tts/configs/*.yaml, `model.arch`)
+ARCHS: dict[str, dict[str, Any]] = {
+    "F5TTS_v1_Base": dict(dim=1024, depth=22, heads=16, ff_mult=2, text_dim=512, text_mask_padding=True, conv_layers=4),
+    "F5TTS_v1_Small": dict(dim=768, depth=18, heads=12, ff_mult=2, text_dim=512, text_mask_padding=True, conv_layers=4),
+    "F5TTS_Base": dict(dim=1024, depth=22, heads=16, ff_mult=2, text_dim=512, text_mask_padding=False, conv_layers=4),
+}
+SAMPLE_RATE, HOP, N_FFT, N_MELS = 24_000, 256, 1024, 100
+_CACHE_VERSION = 1
+
+# sentence ends (kept with the sentence); commas and spaces split an over-long sentence
+_SENTENCE = re.compile(r"[^。！？!?；;…\n]*?(?:[。！？!?；;…\n]+|[.](?=\s|$)|$)")
+_SOFT = re.compile(r"(?<=[，,、：:])|(?<=\s)")
+
+
+class F5Settings(EngineSettings):
+    model: str = Field(default="F5TTS_v1_Base", description="architecture: " + ", ".join(ARCHS))
+    arch: dict[str, Any] = Field(default_factory=dict, description="DiT keyword overrides (dim, depth, heads, ...)")
+    checkpoint: str | None = Field(default=None, description=".safetensors or .pt file (EMA or plain)")
+    vocab: str | None = Field(default=None, description="vocab.txt of the checkpoint")
+    vocoder: str | None = Field(default=None, description="local Vocos folder: config.yaml + pytorch_model.bin")
+    random_weights: bool = Field(default=False, description="no checkpoint: random weights (benchmarks only)")
+    use_ema: bool = True
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: Literal["auto", "fp32", "fp16", "bf16"] = "auto"  # auto: fp16 on CUDA, fp32 on CPU
+    fast: bool = Field(default=False, description="CPU fast mode: bf16 where the CPU has it, else int8")
+    fast_mode: Literal["auto", "bf16", "int8"] = "auto"
+    kernels: Literal["auto", "onednn", "torch"] = "auto"  # CPU Linear kernels
+    steps: int = Field(default=7, ge=1, le=64)
+    cfg_strength: float = 2.0
+    sway_sampling_coef: float | None = -1.0
+    speed: float = Field(default=1.0, gt=0.1, le=4.0)
+    short_text_speed: float = Field(default=0.3, gt=0.05, le=4.0, description="speed for texts under 10 bytes (as upstream)")
+    seed: int | None = 0
+    target_rms: float = 0.1
+    ref_max_s: float = Field(default=12.0, gt=0.5)
+    trim_db: float = Field(default=-45.0, description="edge silence threshold, dB below full scale")
+    chunk_bytes: int = Field(default=100, ge=10, description="UTF-8 bytes per sentence chunk")
+    crossfade_ms: float = Field(default=30.0, ge=0.0, le=500.0)
+    max_batch: int = Field(default=8, ge=1)
+    batch_ratio: float = Field(default=1.35, ge=1.0, description="longest/shortest in one batch")
+    compile: bool = False
+    buckets: list[int] = Field(default_factory=lambda: [384, 512, 640, 768, 1024, 1280, 1536, 2048])
+    threads: int | None = Field(default=None, ge=1)
+    warmup_text: str = "Hello, 你好。"
+
+
+@dataclass
+class Reference:
+    """A prepared reference voice: its mel (frames, n_mels), text, loudness and cache key."""
+
+    key: str
+    mel: Any  # torch.Tensor (frames, n_mels), fp32 on the engine's device
+    text: str
+    rms: float
+    seconds: float
+
+
+@dataclass
+class _Job:
+    index: int  # which output
+    part: int  # which chunk of it
+    text: str
+    ref: Reference
+    speed: float
+
+
+class F5Engine(Engine):
+    name = "f5"
+    Settings = F5Settings
+
+    def __init__(self, settings, ctx) -> None:
+        super().__init__(settings, ctx)
+        self._voices: dict[str, Voice] = {}
+        self._refs: dict[str, Reference] = {}  # voice id -> prepared reference
+        self._mem_cache: dict[str, Reference] = {}  # cache key -> prepared reference
+        self.cache_stats = {"memory": 0, "disk": 0, "miss": 0}
+        self.device = None
+        self.dtype_name = ""
+        self.kernel_kind = ""
+        self.sample_rate = SAMPLE_RATE
+        self.model = None  # f5_tts CFM
+        self.vocoder = None
+        self.vocab: dict[str, int] = {}
+        self._fast = None
+        self._lock = threading.RLock()
+
+    # -- paths and settings ---------------------------------------------------------------------
+
+    def _path(self, value: str | None, key: str) -> Path | None:
+        if not value:
+            return None
+        return Path(self.ctx.config.resolve(value)) if self.ctx.config is not None else Path(value)
+
+    def cache_dir(self) -> Path:
+        return Path(self.ctx.state_dir) / "f5-voices"
+
+    # -- loading ------------------------------------------------------------------------------
+
+    def load(self, progress: Progress) -> None:
+        s = self.settings
+        progress("importing torch and f5-tts", None)
+        try:
+            import torch
+            from f5_tts.model import CFM, DiT  # slow: pulls the trainer's imports
+        except ImportError as e:
+            raise EngineError(f"f5: {e.name or e} is not installed; install the extra: pip install 'ishowttsd[f5]'") from None
+        from ishowttsd.engines import f5_fast
+
+        if s.threads:
+            torch.set_num_threads(s.threads)
+        self.device = self._pick_device(torch)
+        dtype, kind = self._pick_precision(torch, f5_fast)
+        ckpt = self._path(s.checkpoint, "checkpoint")
+        vocab_path = self._path(s.vocab, "vocab")
+        if ckpt is None and not s.random_weights:
+            raise EngineError(
+                "f5: no checkpoint configured; set [engine.f5] checkpoint = \"…/model_1250000.safetensors\" "
+                "(F5TTS_v1_Base) with vocab = \"…/vocab.txt\" and vocoder = \"…/vocos-mel-24khz\""
+            )
+        self.vocab = load_vocab(vocab_path) if vocab_path else _default_vocab()
+        if s.model not in ARCHS and not s.arch:
+            raise EngineError(f"f5: unknown model {s.model!r}; use one of {sorted(ARCHS)} or give [engine.f5] arch")
+        arch = {**ARCHS.get(s.model, {}), **s.arch}
+        progress("building the model", 0.1)
+        try:
+            dit = DiT(**arch, text_num_embeds=len(self.vocab), mel_dim=N_MELS)
+        except TypeError as e:
+            raise EngineError(f"f5: [engine.f5] arch is not valid for f5-tts's DiT: {e}") from None
+        model = CFM(
+            transformer=dit,
+            mel_spec_kwargs=dict(n_fft=N_FFT, hop_length=HOP, win_length=N_FFT, n_mel_channels=N_MELS,
+                                 target_sample_rate=SAMPLE_RATE, mel_spec_type="vocos"),
+            odeint_kwargs=dict(method="euler"),
+            vocab_char_map=self.vocab,
+        )  # fmt: skip
+        if ckpt is not None:
+            progress(f"loading {ckpt.name}", 0.3)
+            load_checkpoint(model, ckpt, s.use_ema, s.model, vocab_path)
+        else:
+            randomize(model, seed=0)
+        model = model.eval().to(self.device)
+        if dtype != torch.float32 and kind != "int8":
+            model.transformer.to(dtype)
+        self.model = model
+        progress("loading the vocoder", 0.6)
+        self.vocoder = load_vocos(self._path(s.vocoder, "vocoder"), s.random_weights, self.device)
+        self.kernel_kind = kind
+        self._fast = f5_fast.FastDiT(model.transformer, kind, dtype if kind != "int8" else torch.float32)
+        if s.compile:
+            progress("compiling (torch.compile)", 0.8)
+            self._fast.velocity = torch.compile(self._fast.velocity, dynamic=False)
+        self.loaded = True
+        progress("f5 ready", 1.0)
+
+    def _pick_device(self, torch):
+        want = self.settings.device
+        if want == "auto":
+            want = "cuda" if torch.cuda.is_available() else "cpu"
+        if want.startswith("cuda") and not torch.cuda.is_available():
+            raise EngineError(f"f5: device {want!r} asked for, but torch sees no CUDA GPU; set [engine.f5] device = \"cpu\"")
+        return torch.device(want)
+
+    def _pick_precision(self, torch, f5_fast):
+        """(dtype, Linear kernel kind) for the device, the dtype setting and fast mode."""
+        s = self.settings
+        names = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+        if self.device.type == "cuda":
+            name = "fp16" if s.dtype == "auto" else s.dtype
+            self.dtype_name = name
+            return names[name], "torch"
+        onednn = s.kernels != "torch" and f5_fast.onednn_available()
+        base = "onednn" if onednn else "torch"
+        if s.fast:
+            mode = s.fast_mode
+            if mode == "auto":
+                mode = "bf16" if cpu_has_bf16(torch) and onednn else "int8"
+            if mode == "bf16":
+                self.dtype_name = "bf16"
+                return torch.bfloat16, base
+            self.dtype_name = "int8-dynamic"
+            return torch.float32, "int8"
+        name = "fp32" if s.dtype == "auto" else s.dtype
+        self.dtype_name = name
+        return names[name], base
+
+    # -- voices ----------------------------------------------------------------------------------
+
+    def voices(self) -> list[Voice]:
+        return list(self._voices.values())
+
+    def add_voice(self, voice: Voice) -> Voice:
+        """Prepare (or re-prepare after an edit) a `[[voices]]` entry; cached by content hash."""
+        if not voice.reference_audio or not (voice.reference_text or "").strip():
+            raise EngineError(f"voice {voice.id!r}: an f5 voice needs reference_audio (a WAV) and reference_text (its transcript)")
+        ref = self.prepare_reference(Path(voice.reference_audio), voice.reference_text, voice.id)
+        with self._lock:
+            self._refs[voice.id] = ref
+            voice.description = voice.description or f"cloned from {Path(voice.reference_audio).name} ({ref.seconds:.1f} s)"
+            self._voices[voice.id] = voice
+        return voice
+
+    def _ref_settings(self) -> dict[str, Any]:
+        s = self.settings
+        return {"v": _CACHE_VERSION, "sr": SAMPLE_RATE, "hop": HOP, "n_fft": N_FFT, "mels": N_MELS,
+                "rms": s.target_rms, "max_s": s.ref_max_s, "trim_db": s.trim_db}  # fmt: skip
+
+    def prepare_reference(self, path: Path, text: str, what: str = "voice") -> Reference:
+        import torch
+
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise EngineError(f"voice {what!r}: reference_audio {path} does not exist") from None
+        except OSError as e:
+            raise EngineError(f"voice {what!r}: cannot read reference_audio {path}: {e.strerror}") from None
+        text = normalize_ref_text(text)
+        h = hashlib.sha256(data)
+        h.update(b"\0" + text.encode() + b"\0" + json.dumps(self._ref_settings(), sort_keys=True).encode())
+        key = h.hexdigest()[:32]
+        with self._lock:
+            if key in self._mem_cache:
+                self.cache_stats["memory"] += 1
+                return self._mem_cache[key]
+        file = self.cache_dir() / f"{key}.npz"
+        ref = None
+        if file.exists():
+            try:
+                with np.load(file) as z:
+                    mel = torch.from_numpy(z["mel"]).to(self.device)
+                    ref = Reference(key, mel, text, float(z["rms"]), float(z["seconds"]))
+                self.cache_stats["disk"] += 1
+            except Exception as e:  # a damaged cache file is rebuilt, never fatal
+                self.log.warning("reference cache %s unreadable (%s); rebuilding", file, e)
+        if ref is None:
+            self.cache_stats["miss"] += 1
+            wav, sr = read_audio(data, path, what)
+            audio, rms = self._clean_reference(torch, wav, sr, path, what)
+            mel = self._mel(torch, audio)
+            ref = Reference(key, mel, text, rms, audio.shape[-1] / SAMPLE_RATE)
+            try:
+                file.parent.mkdir(parents=True, exist_ok=True)
+                tmp = file.with_suffix(".tmp.npz")
+                np.savez(tmp, mel=mel.float().cpu().numpy(), rms=rms, seconds=ref.seconds)
+                os.replace(tmp, file)
+            except OSError as e:
+                self.log.warning("cannot write the reference cache %s: %s", file, e)
+        with self._lock:
+            self._mem_cache[key] = ref
+        return ref
+
+    def _clean_reference(self, torch, wav: np.ndarray, sr: int, path: Path, what: str):
+        """Mono, 24 kHz, RMS-normalised (up to target_rms, as upstream), edge silence trimmed."""
+        import torchaudio.functional as AF
+
+        s = self.settings
+        x = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
+        x = x.mean(dim=1) if x.ndim == 2 else x
+        if sr != SAMPLE_RATE:
+            x = AF.resample(x, sr, SAMPLE_RATE)
+        # trim leading/trailing silence on 10 ms frames, keeping 50 ms around the speech
+        frame = SAMPLE_RATE // 100
+        n = x.shape[0] // frame
+        if n == 0:
+            raise EngineError(f"voice {what!r}: reference_audio {path} is shorter than 10 ms; record 3-10 s of clear speech")
+        level = 20 * torch.log10(x[: n * frame].view(n, frame).abs().amax(dim=1).clamp(min=1e-8))
+        loud = torch.nonzero(level > s.trim_db).flatten()
+        if loud.numel() == 0:
+            raise EngineError(f"voice {what!r}: reference_audio {path} is silent; record 3-10 s of clear speech")
+        start = max(0, int(loud[0]) * frame - 5 * frame)
+        end = min(x.shape[0], (int(loud[-1]) + 1) * frame + 5 * frame)
+        x = x[start:end][: int(s.ref_max_s * SAMPLE_RATE)]
+        if x.shape[0] < SAMPLE_RATE // 2:
+            raise EngineError(f"voice {what!r}: reference_audio {path} has under 0.5 s of sound; record 3-10 s of clear speech")
+        rms = float(torch.sqrt(torch.mean(x.square())))
+        if rms < s.target_rms:
+            x = x * (s.target_rms / max(rms, 1e-8))
+        return x, rms
+
+    def _mel(self, torch, audio):
+        with torch.inference_mode():
+            mel = self.model.mel_spec.to(self.device)(audio[None].to(self.device))  # (1, mels, frames)
+        return mel[0].T.contiguous().float()
+
+    # -- synthesis ----------------------------------------------------------------------------
+
+    def _reference_for(self, voice: Voice) -> Reference:
+        ref = self._refs.get(voice.id)
+        if ref is None:
+            if not self._voices and voice.engine != self.name:
+                raise EngineError("f5: no voice configured; add a [[voices]] entry with engine = \"f5\", reference_audio and reference_text")
+            self.add_voice(voice)
+            ref = self._refs[voice.id]
+        return ref
+
+    def plan(self, text: str) -> list[str]:
+        return split_chunks(text, self.settings.chunk_bytes)
+
+    def synthesize(self, text: str, voice: Voice, cancel: threading.Event) -> Iterator[AudioChunk]:
+        """Stream `text`: the first sentence chunk alone, then the rest as one batch."""
+        if not self.loaded:
+            raise EngineError("f5: not loaded")
+        ref = self._reference_for(voice)
+        speed = self.settings.speed * (voice.speed or 1.0)
+        chunks = self.plan(text)
+        if not chunks:
+            return
+        xf = self._xf()
+        tail = None
+        groups = [chunks[:1], chunks[1:]] if len(chunks) > 1 else [chunks]
+        for group in groups:
+            jobs = [_Job(i, 0, c, ref, speed) for i, c in enumerate(group)]
+            waves = self._run_jobs(jobs, cancel)
+            if waves is None:
+                return
+            for w in waves:
+                if tail is not None:
+                    w = crossfade(tail, w, xf)
+                tail, body = (w[-xf:], w[:-xf]) if xf and len(w) > xf else (None, w)
+                if cancel.is_set():
+                    return
+                if len(body):
+                    yield AudioChunk(body.astype(np.float32), SAMPLE_RATE)
+        if tail is not None and not cancel.is_set():
+            yield AudioChunk(tail.astype(np.float32), SAMPLE_RATE)
+
+    def synthesize_batch(self, texts: list[str], voices: list[Voice], cancel: threading.Event | None = None) -> list[np.ndarray]:
+        """Synthesize several utterances together (one forward per ODE step for each length
+        group); returns one float32 waveform per text, each equal to its solo synthesis."""
+        if len(texts) != len(voices):
+            raise ValueError("texts and voices differ in length")
+        jobs = []
+        for i, (text, voice) in enumerate(zip(texts, voices)):
+            ref = self._reference_for(voice)
+            speed = self.settings.speed * (voice.speed or 1.0)
+            jobs += [_Job(i, p, c, ref, speed) for p, c in enumerate(self.plan(text))]
+        waves = self._run_jobs(jobs, cancel or threading.Event())
+        if waves is None:
+            return []
+        out: list[np.ndarray] = [np.zeros(0, np.float32) for _ in texts]
+        xf = self._xf()
+        for job, w in zip(jobs, waves):
+            out[job.index] = w if job.part == 0 else crossfade_join(out[job.index], w, xf)
+        return out
+
+    def _xf(self) -> int:
+        return int(self.settings.crossfade_ms * SAMPLE_RATE / 1000)
+
+    def _duration(self, job: _Job) -> tuple[int, int]:
+        """(reference frames, total frames): upstream's rule, speech rate from the reference."""
+        ref_frames = job.ref.mel.shape[0]
+        gen_bytes = len(job.text.encode("utf-8"))
+        speed = job.speed if gen_bytes >= 10 else self.settings.short_text_speed
+        gen = int(ref_frames / len(job.ref.text.encode("utf-8")) * gen_bytes / speed)
+        return ref_frames, ref_frames + max(gen, 1)
+
+    def _run_jobs(self, jobs: list[_Job], cancel: threading.Event) -> list[np.ndarray] | None:
+        """Synthesize chunk jobs in length-grouped batches; waveforms in job order."""
+        sized = sorted(range(len(jobs)), key=lambda i: self._duration(jobs[i])[1])
+        groups: list[list[int]] = []
+        for i in sized:
+            d = self._duration(jobs[i])[1]
+            if groups and len(groups[-1]) < self.settings.max_batch and d <= self._duration(jobs[groups[-1][0]])[1] * self.settings.batch_ratio:
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+        out: list[np.ndarray | None] = [None] * len(jobs)
+        for g in groups:
+            waves = self._forward([jobs[i] for i in g], cancel)
+            if waves is None:
+                return None
+            for i, w in zip(g, waves):
+                out[i] = w
+        return out  # type: ignore[return-value]
+
+    def _forward(self, jobs: list[_Job], cancel: threading.Event, on_step=None) -> list[np.ndarray] | None:
+        import torch
+        from f5_tts.model.utils import convert_char_to_pinyin, list_str_to_idx
+
+        from ishowttsd.engines import f5_fast
+
+        s = self.settings
+        sizes = [self._duration(j) for j in jobs]
+        texts = convert_char_to_pinyin([j.ref.text + j.text for j in jobs])
+        with self._lock, torch.inference_mode():
+            text_ids = list_str_to_idx(texts, self.vocab).to(self.device)
+            n_ref = max(r for r, _ in sizes)
+            cond = torch.zeros(len(jobs), n_ref, N_MELS, device=self.device)
+            for i, j in enumerate(jobs):
+                cond[i, : j.ref.mel.shape[0]] = j.ref.mel
+            # at least text length + 1 frames, as upstream
+            tl = (text_ids != -1).sum(dim=-1).tolist()
+            durs = [max(d, max(t, r) + 1) for (r, d), t in zip(sizes, tl)]
+            pad_to = f5_fast.bucket(max(durs), s.buckets) if s.compile else None
+            mel = f5_fast.sample(
+                self._fast, cond, text_ids, durs, [r for r, _ in sizes], steps=s.steps, cfg_strength=s.cfg_strength,
+                sway=s.sway_sampling_coef, seed=s.seed, pad_to=pad_to, cancel=cancel, on_step=on_step,
+            )  # fmt: skip
+            if mel is None:
+                return None
+            self.last_mel = [mel[i, r:d].clone() for i, ((r, _), d) in enumerate(zip(sizes, durs))]
+            waves = []
+            for i, ((r, _), d) in enumerate(zip(sizes, durs)):
+                w = self._vocode(torch, mel[i : i + 1, r:d])
+                if jobs[i].ref.rms < s.target_rms:
+                    w = w * (jobs[i].ref.rms / s.target_rms)
+                waves.append(w)
+        return waves
+
+    def _vocode(self, torch, mel) -> np.ndarray:
+        """Vocos in the engine's precision policy: half on CUDA, bf16 in CPU fast mode."""
+        m = mel.transpose(1, 2).float()
+        if self.device.type == "cuda" and self.dtype_name in ("fp16", "bf16"):
+            dt = torch.float16 if self.dtype_name == "fp16" else torch.bfloat16
+            with torch.autocast("cuda", dtype=dt):
+                feats = self.vocoder.backbone(m)
+            w = self.vocoder.head(feats.float())
+        elif self.device.type == "cpu" and self.dtype_name == "bf16":
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                feats = self.vocoder.backbone(m)
+            w = self.vocoder.head(feats.float())
+        else:
+            w = self.vocoder.decode(m)
+        return w[0].float().cpu().numpy()
+
+    # -- warm-up ------------------------------------------------------------------------------
+
+    def warmup(self, progress: Progress) -> None:
+        """Run the whole path once on a synthetic 2 s reference (every bucket when compiling)."""
+        import torch
+
+        s = self.settings
+        g = torch.Generator().manual_seed(1)
+        mel = (torch.randn(int(2 * SAMPLE_RATE / HOP), N_MELS, generator=g) - 5).to(self.device)
+        ref = Reference("warmup", mel, "Warm up. ", 0.1, 2.0)
+        lengths = [b for b in s.buckets if b <= 1024] if s.compile else [0]
+        total = len(lengths) * s.steps
+        done = [0]
+
+        def on_step(i, n):
+            done[0] += 1
+            progress("warming up", min(1.0, done[0] / total))
+
+        for _ in lengths:
+            self._forward([_Job(0, 0, s.warmup_text, ref, 1.0)], threading.Event(), on_step=on_step)
+        self.warm = True
+
+    def info(self) -> dict[str, Any]:
+        d = super().info()
+        d.update({
+            "model": self.settings.model, "device": str(self.device) if self.device else None,
+            "dtype": self.dtype_name, "kernels": self.kernel_kind, "steps": self.settings.steps,
+            "compile": self.settings.compile, "reference_cache": dict(self.cache_stats),
+        })  # fmt: skip
+        return d
+
+
+# -- helpers (also used by the tests and the benchmark) ------------------------------------------
+
+
+def cpu_has_bf16(torch=None) -> bool:
+    """True when the CPU does bf16 matmuls natively (AVX512-BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+        if re.search(r"\b(avx512_bf16|amx_bf16)\b", flags):
+            return True
+    except OSError:
+        pass
+    if torch is not None:
+        try:
+            return torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX")
+        except Exception:
+            return False
+    return False
+
+
+def load_vocab(path: Path) -> dict[str, int]:
+    """vocab.txt as f5-tts reads it: one token per line, the line number is its id."""
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise EngineError(f"f5: vocab file {path} does not exist; point [engine.f5] vocab at the checkpoint's vocab.txt") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise EngineError(f"f5: cannot read vocab file {path} ({e}); expected the UTF-8 vocab.txt of the checkpoint") from None
+    lines = raw.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if len(lines) < 2:
+        raise EngineError(f"f5: vocab file {path} has {len(lines)} tokens; expected the checkpoint's vocab.txt (2545 lines for F5TTS_v1_Base)")
+    vocab: dict[str, int] = {}
+    for i, tok in enumerate(lines):
+        vocab.setdefault(tok, i)
+    if len(vocab) != len(lines):
+        raise EngineError(f"f5: vocab file {path} has duplicate tokens; expected one distinct token per line")
+    return vocab
+
+
+def _default_vocab() -> dict[str, int]:
+    from importlib.resources import files
+
+    return load_vocab(Path(str(files("f5_tts").joinpath("infer/examples/vocab.txt"))))
+
+
+def read_checkpoint(path: Path, use_ema: bool) -> tuple[dict, str]:
+    """The model state dict from an f5-tts checkpoint, and which weights it holds ("ema"/"model").
+
+    .safetensors: flat, EMA keys prefixed `ema_model.` (the release format) or plain keys;
+    .pt: {"ema_model_state_dict": ..., "model_state_dict": ...} (trainer) or a bare state dict.
+    """
+    import torch
+
+    if not path.exists():
+        raise EngineError(f"f5: checkpoint {path} does not exist; set [engine.f5] checkpoint to the model file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            raw = load_file(str(path), device="cpu")
+        elif suffix in (".pt", ".pth", ".ckpt", ".bin"):
+            raw = torch.load(str(path), map_location="cpu", weights_only=True)
+        else:
+            raise EngineError(f"f5: checkpoint {path}: unknown format {suffix!r}; expected .safetensors or .pt")
+    except EngineError:
+        raise
+    except Exception as e:
+        raise EngineError(
+            f"f5: cannot read checkpoint {path} ({type(e).__name__}: {str(e)[:200]}); the file is truncated or not an "
+            f"f5-tts checkpoint: download it again"
+        ) from None
+    if not isinstance(raw, dict):
+        raise EngineError(f"f5: checkpoint {path} holds a {type(raw).__name__}, not a state dict")
+    if "ema_model_state_dict" in raw or "model_state_dict" in raw:
+        pick = "ema_model_state_dict" if use_ema and "ema_model_state_dict" in raw else "model_state_dict"
+        if pick not in raw:
+            pick = "ema_model_state_dict"
+        sd, kind = raw[pick], "ema" if pick.startswith("ema") else "model"
+    else:
+        sd, kind = raw, "ema" if any(k.startswith("ema_model.") for k in raw) else "model"
+    sd = {k.removeprefix("ema_model."): v for k, v in sd.items() if k not in ("initted", "step")}
+    for k in ("mel_spec.mel_stft.mel_scale.fb", "mel_spec.mel_stft.spectrogram.window"):
+        sd.pop(k, None)
+    return sd, kind
+
+
+def load_checkpoint(model, path: Path, use_ema: bool, model_name: str, vocab_path: Path | None) -> str:
+    """Load into f5-tts's CFM with checks that name what does not fit."""
+    import torch
+
+    sd, kind = read_checkpoint(path, use_ema)
+    own = model.state_dict()
+    emb = "transformer.text_embed.text_embed.weight"
+    if emb in sd and emb in own and sd[emb].shape[0] != own[emb].shape[0]:
+        raise EngineError(
+            f"f5: vocab {vocab_path or '(f5-tts default)'} has {own[emb].shape[0] - 1} tokens but checkpoint {path} "
+            f"was trained with {sd[emb].shape[0] - 1}; use the vocab.txt that came with the checkpoint"
+        )
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} weights missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if shapes:
+            parts.append(f"{len(shapes)} of another shape (e.g. {shapes[0]})")
+        raise EngineError(
+            f"f5: checkpoint {path} does not fit the {model_name} architecture: {'; '.join(parts)}. "
+            f"Set [engine.f5] model (one of {sorted(ARCHS)}) or arch to match the checkpoint"
+        )
+    bad = [k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise EngineError(f"f5: checkpoint {path} has NaN/inf weights (e.g. {bad[0]}); the file is damaged")
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
+    return kind
+
+
+def randomize(model, seed: int = 0, std: float = 0.02) -> None:
+    """Every parameter random (small normals, norms near 1): a fresh DiT outputs zero velocity."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=g) * std
+            p.copy_(noise + 1 if "norm" in name and name.endswith("weight") else noise)
+
+
+def vocos_config(dim: int = 512, intermediate_dim: int = 1536, num_layers: int = 8) -> str:
+    """A Vocos config.yaml (mel 24 kHz), as charactr/vocos-mel-24khz ships it."""
+    return (
+        "feature_extractor:\n  class_path: vocos.feature_extractors.MelSpectrogramFeatures\n  init_args:\n"
+        f"    sample_rate: {SAMPLE_RATE}\n    n_fft: {N_FFT}\n    hop_length: {HOP}\n    n_mels: {N_MELS}\n    padding: center\n"
+        "backbone:\n  class_path: vocos.models.VocosBackbone\n  init_args:\n"
+        f"    input_channels: {N_MELS}\n    dim: {dim}\n    intermediate_dim: {intermediate_dim}\n    num_layers: {num_layers}\n"
+        "head:\n  class_path: vocos.heads.ISTFTHead\n  init_args:\n"
+        f"    dim: {dim}\n    n_fft: {N_FFT}\n    hop_length: {HOP}\n    padding: same\n"
+    )
+
+
+def load_vocos(folder: Path | None, random_ok: bool, device):
+    """Vocos from a local folder (config.yaml + pytorch_model.bin), or random for benchmarks."""
+    import tempfile
+
+    import torch
+    from vocos import Vocos
+
+    if folder is None:
+        if not random_ok:
+            raise EngineError(
+                "f5: no vocoder configured; set [engine.f5] vocoder to a local Vocos folder "
+                "(config.yaml + pytorch_model.bin from charactr/vocos-mel-24khz)"
+            )
+        with tempfile.TemporaryDirectory() as d:
+            cfg = Path(d) / "config.yaml"
+            cfg.write_text(vocos_config())
+            voc = Vocos.from_hparams(str(cfg))
+        return voc.eval().to(device)
+    cfg, weights = folder / "config.yaml", folder / "pytorch_model.bin"
+    for f, what in ((cfg, "config.yaml"), (weights, "pytorch_model.bin")):
+        if not f.exists():
+            raise EngineError(f"f5: vocoder folder {folder} has no {what}; expected a local copy of charactr/vocos-mel-24khz")
+    try:
+        voc = Vocos.from_hparams(str(cfg))
+    except Exception as e:
+        raise EngineError(f"f5: vocoder config {cfg} is not a Vocos config ({type(e).__name__}: {str(e)[:200]})") from None
+    try:
+        sd = torch.load(str(weights), map_location="cpu", weights_only=True)
+        voc.load_state_dict(sd)
+    except Exception as e:
+        raise EngineError(
+            f"f5: vocoder weights {weights} do not load ({type(e).__name__}: {str(e)[:200]}); "
+            f"expected the pytorch_model.bin that matches {cfg.name}"
+        ) from None
+    return voc.eval().to(device)
+
+
+def read_audio(data: bytes, path: Path, what: str) -> tuple[np.ndarray, int]:
+    import io
+
+    import soundfile as sf
+
+    try:
+        wav, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except Exception as e:
+        raise EngineError(
+            f"voice {what!r}: reference_audio {path} is not readable audio ({str(e)[:120]}); expected a WAV/FLAC/OGG file"
+        ) from None
+    if wav.shape[0] == 0:
+        raise EngineError(f"voice {what!r}: reference_audio {path} is empty; record 3-10 s of clear speech")
+    return wav, sr
+
+
+def normalize_ref_text(text: str) -> str:
+    """As upstream: end the transcript with sentence punctuation and a space for Latin text."""
+    text = text.strip()
+    if not text.endswith(". ") and not text.endswith("。"):
+        text += " " if text.endswith(".") else ". "
+    if len(text[-1].encode("utf-8")) == 1 and not text.endswith(" "):
+        text += " "
+    return text
+
+
+def split_chunks(text: str, max_bytes: int) -> list[str]:
+    """Sentence chunks of at most `max_bytes` UTF-8 bytes (a longer sentence splits at commas
+    or spaces); pieces under 10 bytes join a neighbour so no chunk is spoken extra slowly."""
+    text = " ".join(text.split())
+    sentences = [m.group(0).strip() for m in _SENTENCE.finditer(text) if m.group(0).strip()]
+    pieces: list[str] = []
+    for s in sentences:
+        if len(s.encode()) <= max_bytes:
+            pieces.append(s)
+            continue
+        cur = ""
+        for part in _SOFT.split(s):
+            if cur and len((cur + part).encode()) > max_bytes:
+                pieces.append(cur.strip())
+                cur = ""
+            while len(part.encode()) > max_bytes:  # no comma or space: cut by characters
+                cut = part
+                while len(cut.encode()) > max_bytes:
+                    cut = cut[: max(1, len(cut) * 3 // 4)]
+                pieces.append(cut)
+                part = part[len(cut) :]
+            cur += part
+        if cur.strip():
+            pieces.append(cur.strip())
+    out: list[str] = []
+    for p in pieces:
+        if out and (len(p.encode()) < 10 or len(out[-1].encode()) < 10):
+            out[-1] = f"{out[-1]}{'' if _cjk_end(out[-1]) else ' '}{p}"
+        else:
+            out.append(p)
+    return out
+
+
+def _cjk_end(s: str) -> bool:
+    return bool(s) and ord(s[-1]) > 0x2E80
+
+
+def crossfade(tail: np.ndarray, nxt: np.ndarray, n: int) -> np.ndarray:
+    """`nxt` with its first len(tail) samples blended from `tail` (a linear crossfade)."""
+    n = min(n, len(tail), len(nxt))
+    if n == 0:
+        return nxt
+    ramp = np.linspace(0.0, 1.0, n, dtype=np.float32)
+    head = tail[-n:] * (1 - ramp) + nxt[:n] * ramp
+    return np.concatenate([tail[:-n], head, nxt[n:]]) if len(tail) > n else np.concatenate([head, nxt[n:]])
+
+
+def crossfade_join(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
+    """a + b overlapped by n samples with a linear crossfade (what `synthesize` streams)."""
+    n = min(n, len(b))
+    if n == 0 or len(a) <= n:
+        return np.concatenate([a, b])
+    return np.concatenate([a[:-n], crossfade(a[-n:], b, n)])

@@ -1,0 +1,259 @@
+"""Our F5-TTS hot path: one DiT forward per ODE step, computed with kernels chosen for the device.
+
+The weights live in f5-tts's own `DiT` module (loaded through its classes); this module reads
+them once and runs the same mathematics with less work per step:
+
+- the text embedding and the constant part of the input projection (reference mel + text) are
+  computed once per utterance, so a step only projects the noisy mel;
+- classifier-free guidance is packed: conditional and unconditional halves run as one batch;
+- rotary cos/sin tables and per-step time embeddings are computed once per utterance;
+- on CPU every Linear is a oneDNN matmul (fused GELU in the feed-forward); PyTorch's default
+  fp32 GEMM on some CPUs (AMD EPYC here) is 2-3x slower than oneDNN for these shapes;
+- several utterances run as one batch with a key-padding mask, so each equals its own solo run.
+
+Only imported from `F5Engine.load()`: importing torch is seconds, and the daemon must start fast.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+# EPSS time grids (Empirically Pruned Step Sampling), as f5-tts 1.1.22 defines them, in 1/32 units
+_EPSS = {
+    5: [0, 2, 4, 8, 16, 32],
+    6: [0, 2, 4, 6, 8, 16, 32],
+    7: [0, 2, 4, 6, 8, 16, 24, 32],
+    10: [0, 2, 4, 6, 8, 12, 16, 20, 24, 28, 32],
+    12: [0, 2, 4, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32],
+    16: [0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32],
+}
+
+
+def time_grid(steps: int, sway: float | None, use_epss: bool = True) -> torch.Tensor:
+    """The ODE time points (steps + 1 of them), in fp32 on CPU."""
+    if use_epss and steps in _EPSS:
+        t = torch.tensor(_EPSS[steps], dtype=torch.float32) / 32
+    else:
+        t = torch.linspace(0, 1, steps + 1, dtype=torch.float32)
+    if sway is not None:
+        t = t + sway * (torch.cos(torch.pi / 2 * t) - 1 + t)
+    return t
+
+
+def onednn_available() -> bool:
+    try:
+        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    except Exception:  # pragma: no cover - exotic builds
+        return False
+
+
+class Linear:
+    """A Linear layer with the kernel picked for the device and precision policy.
+
+    kind: "torch" (F.linear: cuBLAS on GPU), "onednn" (CPU fp32/bf16 oneDNN matmul),
+    "int8" (CPU dynamic int8 with per-channel weights, fbgemm/x86).
+    """
+
+    def __init__(self, weight, bias, kind: str, dtype: torch.dtype, act: str | None = None) -> None:
+        self.kind, self.act = kind, act
+        w = weight.detach().to(dtype)
+        b = None if bias is None else bias.detach().to(dtype)
+        if kind == "int8":
+            w32 = weight.detach().float()
+            scale = (w32.abs().amax(dim=1) / 127.0).clamp(min=1e-8).double()
+            zp = torch.zeros(w32.shape[0], dtype=torch.long)
+            qw = torch.quantize_per_channel(w32, scale, zp, 0, torch.qint8)
+            self.packed = torch.ops.quantized.linear_prepack(qw, None if bias is None else bias.detach().float())
+        self.w, self.b = w.contiguous(), b
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "onednn":
+            shape = x.shape
+            attr, algo = ("gelu", "tanh") if self.act == "gelu" else ("none", "")
+            y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, shape[-1]), self.w, self.b, attr, [], algo)
+            return y.view(*shape[:-1], y.shape[-1])
+        if self.kind == "int8":
+            shape = x.shape
+            y = torch.ops.quantized.linear_dynamic(x.reshape(-1, shape[-1]).float(), self.packed, True)
+            y = y.view(*shape[:-1], y.shape[-1]).to(x.dtype)
+        else:
+            y = F.linear(x, self.w, self.b)
+        return F.gelu(y, approximate="tanh") if self.act == "gelu" else y
+
+
+@dataclass
+class _Block:
+    ada: Linear  # time embedding -> 6 modulations
+    qkv: Linear  # fused q, k, v projection
+    out: Linear
+    ff1: Linear  # with fused tanh-GELU
+    ff2: Linear
+    heads: int
+
+
+class FastDiT:
+    """Runs a loaded f5-tts `DiT` with our kernels. Call `prepare()` once per (batch of)
+    utterance(s), then `velocity()` once per ODE step."""
+
+    def __init__(self, dit, kind: str, dtype: torch.dtype) -> None:
+        if dit.long_skip_connection is not None:
+            raise ValueError("DiT with long_skip_connection is not supported by the fast path")
+        self.dit = dit
+        self.kind, self.dtype = kind, dtype
+        lin = lambda m, act=None: Linear(m.weight, m.bias, kind, dtype, act)  # noqa: E731
+        self.blocks = []
+        for blk in dit.transformer_blocks:
+            a = blk.attn
+            if a.q_norm is not None or a.processor.pe_attn_head is not None:
+                raise ValueError("DiT with qk_norm or pe_attn_head is not supported by the fast path")
+            w = torch.cat([a.to_q.weight, a.to_k.weight, a.to_v.weight])
+            b = torch.cat([a.to_q.bias, a.to_k.bias, a.to_v.bias])
+            self.blocks.append(_Block(
+                ada=Linear(blk.attn_norm.linear.weight, blk.attn_norm.linear.bias, "torch", dtype),
+                qkv=Linear(w, b, kind, dtype), out=lin(a.to_out[0]),
+                ff1=lin(blk.ff.ff[0][0], "gelu"), ff2=lin(blk.ff.ff[2]), heads=a.heads,
+            ))  # fmt: skip
+        proj = dit.input_embed.proj
+        mel = dit.proj_out.out_features
+        # the input projection split by what it sees: noisy mel (per step) vs cond mel + text (per utterance)
+        self.proj_x = Linear(proj.weight[:, :mel], None, "torch", dtype)
+        self.proj_ct_w = proj.weight[:, mel:].detach().to(dtype)
+        self.proj_b = proj.bias.detach().to(dtype)
+        self.conv_pos = dit.input_embed.conv_pos_embed
+        self.norm_out = Linear(dit.norm_out.linear.weight, dit.norm_out.linear.bias, "torch", dtype)
+        self.proj_out = Linear(dit.proj_out.weight, dit.proj_out.bias, "torch", dtype)
+        self.mel_dim = mel
+        self.pdtype = next(dit.parameters()).dtype
+        self.dim = dit.dim
+
+    # -- per utterance ------------------------------------------------------------------------
+
+    def prepare(self, cond: torch.Tensor, text: torch.Tensor, lens: torch.Tensor | None) -> None:
+        """cond: (b, n, mel) reference mel, zero beyond the reference; text: (b, nt) ids, -1 padded;
+        lens: (b,) valid frames per item, or None when every item fills n."""
+        dit = self.dit
+        b, n, _ = cond.shape
+        dev = cond.device
+        seq_len = n if lens is None else lens
+        t_cond = dit.text_embed(text, seq_len=seq_len, drop_text=False)
+        t_null = dit.text_embed(text, seq_len=seq_len, drop_text=True)
+        ct_cond = torch.cat([cond.to(t_cond.dtype), t_cond], dim=-1).to(self.dtype)
+        ct_null = torch.cat([torch.zeros_like(cond, dtype=t_null.dtype), t_null], dim=-1).to(self.dtype)
+        static = F.linear(torch.cat([ct_cond, ct_null]), self.proj_ct_w, self.proj_b)  # (2b, n, dim)
+        self.static = static
+        if lens is None:
+            self.mask = None
+            self.attn_mask = None
+        else:
+            m = torch.arange(n, device=dev)[None] < lens.to(dev)[:, None]
+            self.mask = torch.cat([m, m])  # (2b, n)
+            self.attn_mask = self.mask[:, None, None, :]  # keys only; padded queries are discarded
+        freqs, _ = dit.rotary_embed.forward_from_seq_len(n)  # (1, n, dh), interleaved pairs
+        self.cos = freqs.cos()[:, None].to(self.dtype)
+        self.sin = freqs.sin()[:, None].to(self.dtype)
+        self.batch = b
+
+    def clear(self) -> None:
+        self.static = self.mask = self.attn_mask = self.cos = self.sin = None
+
+    # -- per step -----------------------------------------------------------------------------
+
+    def _rope(self, x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = x.unflatten(-1, (-1, 2)).unbind(-1)
+        rot = torch.stack((-x2, x1), dim=-1).flatten(-2)
+        return x * self.cos + rot * self.sin
+
+    def velocity(self, x: torch.Tensor, t: torch.Tensor, cfg_strength: float) -> torch.Tensor:
+        """x: (b, n, mel) in fp32; t: scalar tensor. Returns the guided velocity in fp32."""
+        dit = self.dit
+        b, n, _ = x.shape
+        temb = dit.time_embed(t.reshape(1).to(x.device, self.pdtype)).to(self.dtype)  # (1, dim)
+        h = self.static + self.proj_x(x.to(self.dtype)).repeat(2, 1, 1)
+        h = self.conv_pos(h, mask=self.mask) + h
+        st = F.silu(temb)
+        for blk in self.blocks:
+            shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = blk.ada(st).chunk(6, dim=-1)
+            y = F.layer_norm(h, (self.dim,), eps=1e-6) * (1 + scale_msa) + shift_msa
+            q, k, v = blk.qkv(y).view(2 * b, n, 3, blk.heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+            q, k = self._rope(q), self._rope(k)
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=self.attn_mask)
+            a = blk.out(a.transpose(1, 2).reshape(2 * b, n, -1))
+            h = h + gate_msa * a
+            y = F.layer_norm(h, (self.dim,), eps=1e-6) * (1 + scale_mlp) + shift_mlp
+            h = h + gate_mlp * blk.ff2(blk.ff1(y))
+        scale, shift = self.norm_out(st).chunk(2, dim=-1)
+        h = F.layer_norm(h, (self.dim,), eps=1e-6) * (1 + scale) + shift
+        out = self.proj_out(h).float()
+        pred, null = out[:b], out[b:]
+        return pred + (pred - null) * cfg_strength
+
+
+def sample(
+    fast: FastDiT,
+    cond: torch.Tensor,
+    text: torch.Tensor,
+    durations: list[int],
+    ref_lens: list[int],
+    *,
+    steps: int,
+    cfg_strength: float,
+    sway: float | None,
+    seed: int | None,
+    pad_to: int | None = None,
+    cancel=None,
+    on_step=None,
+) -> torch.Tensor | None:
+    """Euler integration of the flow from noise to mel, as f5-tts's `CFM.sample` does it.
+
+    cond: (b, n_ref_max, mel) reference mels (zero padded); durations: total frames per item
+    (reference + generated). Returns (b, n, mel) fp32, the reference frames replaced by the
+    reference, or None when `cancel` was set.
+    """
+    dev = cond.device
+    b = cond.shape[0]
+    n = max(durations)
+    if pad_to is not None:
+        n = max(n, pad_to)
+    cond = F.pad(cond.float(), (0, 0, 0, n - cond.shape[1]))
+    frames = torch.arange(n, device=dev)[None]
+    cond_mask = (frames < torch.tensor(ref_lens, device=dev)[:, None])[..., None]
+    cond = torch.where(cond_mask, cond, torch.zeros_like(cond))
+    padded = pad_to is not None and n > min(durations) or len(set(durations)) > 1
+    lens = torch.tensor(durations, device=dev) if padded else None
+    # one noise draw per item with the same seed, as upstream does: a batch equals solo runs
+    y = torch.zeros(b, n, cond.shape[-1], device=dev)
+    for i, d in enumerate(durations):
+        g = torch.Generator(device=dev)
+        g.manual_seed(seed if seed is not None else torch.seed())
+        y[i, :d] = torch.randn(d, cond.shape[-1], generator=g, device=dev)
+    ts = time_grid(steps, sway).tolist()
+    fast.prepare(cond, text, lens)
+    try:
+        for i in range(len(ts) - 1):
+            if cancel is not None and cancel.is_set():
+                return None
+            v = fast.velocity(y, torch.tensor(ts[i]), cfg_strength)
+            y = y + (ts[i + 1] - ts[i]) * v
+            if on_step is not None:
+                on_step(i + 1, len(ts) - 1)
+    finally:
+        fast.clear()
+    return torch.where(cond_mask, cond, y)
+
+
+def rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    """||a - b|| / ||b||, in fp64."""
+    a, b = a.double(), b.double()
+    return float((a - b).norm() / b.norm().clamp(min=1e-12))
+
+
+def bucket(n: int, buckets: list[int]) -> int:
+    """The smallest bucket length >= n (a multiple of 128 beyond the largest)."""
+    for v in sorted(buckets):
+        if v >= n:
+            return v
+    return int(math.ceil(n / 128) * 128)
