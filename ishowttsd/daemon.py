@@ -61,6 +61,10 @@ class ClearParams(Params):
     classes: list[str] | None = None
 
 
+class VoicesReloadParams(Params):
+    id: str | None = None  # only this voice; default: every [[voices]] entry
+
+
 class Daemon:
     def __init__(self, cfg: Config, socket_path: Path, exit_when_done: bool = False) -> None:
         self.cfg = cfg
@@ -301,6 +305,7 @@ class Daemon:
         c.method("resume", self._m_resume)
         c.method("clear", self._m_clear, ClearParams)
         c.method("voices", self._m_voices)
+        c.method("voices.reload", self._m_voices_reload, VoicesReloadParams)
         c.method("plugins", self._m_plugins)
         c.method("events.watch", self._m_watch, stream=True)
 
@@ -387,6 +392,29 @@ class Daemon:
 
     async def _m_voices(self, _: NoParams) -> dict:
         return {"voices": self._ready_engines().voices(), "default": self.cfg.engine.default_voice}
+
+    async def _m_voices_reload(self, p: VoicesReloadParams) -> dict:
+        """Re-read `[[voices]]` from the config file and (re)prepare them: added and edited
+        voices (reference audio or text) are picked up without a restart."""
+        engines = self._ready_engines()
+        voices = self.cfg.voices
+        if self.cfg.path is not None:
+            try:
+                voices = load_config(self.cfg.path).voices
+            except ConfigError as e:
+                raise ControlError("config_error", str(e)) from None
+        if p.id is not None:
+            voices = [v for v in voices if v.id == p.id]
+            if not voices:
+                raise ControlError("unknown_voice", f"no [[voices]] entry with id {p.id!r} in {self.cfg.path or 'the config'}")
+        reloaded, errors = [], {}
+        for vc in voices:
+            if await engines.add_voice(vc) is None:
+                errors[vc.id] = engines.voice_errors.get(vc.id, "failed")
+            else:
+                reloaded.append(vc.id)
+        self.events.publish("voices.reloaded", voices=reloaded, errors=len(errors))
+        return {"reloaded": reloaded, "errors": errors}
 
     async def _m_plugins(self, _: NoParams) -> dict:
         return {

@@ -26,10 +26,11 @@ def build(dirpath: Path, seed: int = 0) -> dict[str, Path]:
     """Write a tiny model in every format into `dirpath`; returns the paths."""
     import soundfile as sf
     import torch
-    from f5_tts.model import CFM, DiT
     from safetensors.torch import save_file
 
-    from ishowttsd.engines.f5 import randomize, vocos_config
+    from ishowttsd.engines.f5 import import_f5, randomize, vocos_config
+
+    CFM, DiT = import_f5()
 
     dirpath.mkdir(parents=True, exist_ok=True)
     vocab = tiny_vocab()
@@ -37,7 +38,7 @@ def build(dirpath: Path, seed: int = 0) -> dict[str, Path]:
     torch.manual_seed(seed)
     model = CFM(transformer=DiT(**TINY_ARCH, text_num_embeds=len(vocab), mel_dim=100),
                 vocab_char_map={t: i for i, t in enumerate(vocab)})  # fmt: skip
-    randomize(model, seed=seed, std=0.2)
+    randomize(model, seed=seed, std=0.05)
     sd = {k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("mel_spec.")}
     save_file({f"ema_model.{k}": v for k, v in sd.items()}, str(dirpath / "model.safetensors"))
     save_file(dict(sd), str(dirpath / "model_plain.safetensors"))

@@ -132,7 +132,8 @@ class F5Engine(Engine):
         progress("importing torch and f5-tts", None)
         try:
             import torch
-            from f5_tts.model import CFM, DiT  # slow: pulls the trainer's imports
+
+            CFM, DiT = import_f5()
         except ImportError as e:
             raise EngineError(f"f5: {e.name or e} is not installed; install the extra: pip install 'ishowttsd[f5]'") from None
         from ishowttsd.engines import f5_fast
@@ -488,6 +489,19 @@ class F5Engine(Engine):
 # -- helpers (also used by the tests and the benchmark) ------------------------------------------
 
 
+def import_f5():
+    """f5-tts's CFM and DiT. The import is slow (it pulls the trainer's dependencies) and its
+    dependencies warn at import time (x-transformers uses torch.jit.script): silenced here."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from f5_tts.model import CFM, DiT
+        import f5_tts.model.utils  # noqa: F401  (pinyin conversion, jieba)
+        import vocos  # noqa: F401
+    return CFM, DiT
+
+
 def cpu_has_bf16(torch=None) -> bool:
     """True when the CPU does bf16 matmuls natively (AVX512-BF16 or AMX)."""
     try:
@@ -719,8 +733,9 @@ def split_chunks(text: str, max_bytes: int) -> list[str]:
             pieces.append(cur.strip())
     out: list[str] = []
     for p in pieces:
-        if out and (len(p.encode()) < 10 or len(out[-1].encode()) < 10):
-            out[-1] = f"{out[-1]}{'' if _cjk_end(out[-1]) else ' '}{p}"
+        joined = f"{out[-1]}{'' if _cjk_end(out[-1]) else ' '}{p}" if out else p
+        if out and (len(p.encode()) < 10 or len(out[-1].encode()) < 10) and len(joined.encode()) <= max_bytes:
+            out[-1] = joined
         else:
             out.append(p)
     return out

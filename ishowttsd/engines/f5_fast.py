@@ -138,9 +138,18 @@ class FastDiT:
         dit = self.dit
         b, n, _ = cond.shape
         dev = cond.device
-        seq_len = n if lens is None else lens
-        t_cond = dit.text_embed(text, seq_len=seq_len, drop_text=False)
-        t_null = dit.text_embed(text, seq_len=seq_len, drop_text=True)
+        # the text embedding runs per item at its own length: its ConvNeXt GRN normalises over
+        # the whole sequence, so batch padding would leak into it (upstream's batch path differs
+        # from its solo path there); per item, a batched utterance equals its solo run
+        if lens is None:
+            t_cond = dit.text_embed(text, seq_len=n, drop_text=False)
+            t_null = dit.text_embed(text, seq_len=n, drop_text=True)
+        else:
+            t_cond, t_null = [], []
+            for i, d in enumerate(lens.tolist()):
+                for out, drop in ((t_cond, False), (t_null, True)):
+                    out.append(F.pad(dit.text_embed(text[i : i + 1], seq_len=d, drop_text=drop), (0, 0, 0, n - d)))
+            t_cond, t_null = torch.cat(t_cond), torch.cat(t_null)
         ct_cond = torch.cat([cond.to(t_cond.dtype), t_cond], dim=-1).to(self.dtype)
         ct_null = torch.cat([torch.zeros_like(cond, dtype=t_null.dtype), t_null], dim=-1).to(self.dtype)
         static = F.linear(torch.cat([ct_cond, ct_null]), self.proj_ct_w, self.proj_b)  # (2b, n, dim)
@@ -153,8 +162,10 @@ class FastDiT:
             self.mask = torch.cat([m, m])  # (2b, n)
             self.attn_mask = self.mask[:, None, None, :]  # keys only; padded queries are discarded
         freqs, _ = dit.rotary_embed.forward_from_seq_len(n)  # (1, n, dh), interleaved pairs
-        self.cos = freqs.cos()[:, None].to(self.dtype)
-        self.sin = freqs.sin()[:, None].to(self.dtype)
+        # rotate_half on interleaved pairs (a, b) -> (-b, a): swap each pair, then a signed sin
+        sign = torch.tensor([-1.0, 1.0], device=dev).repeat(freqs.shape[-1] // 2)
+        self.cos = freqs.cos()[:, None].to(self.dtype)  # (1, 1, n, dh): broadcasts over (q|k, heads)
+        self.sin = (freqs.sin() * sign)[:, None].to(self.dtype)
         self.batch = b
 
     def clear(self) -> None:
@@ -163,9 +174,8 @@ class FastDiT:
     # -- per step -----------------------------------------------------------------------------
 
     def _rope(self, x: torch.Tensor) -> torch.Tensor:
-        x1, x2 = x.unflatten(-1, (-1, 2)).unbind(-1)
-        rot = torch.stack((-x2, x1), dim=-1).flatten(-2)
-        return x * self.cos + rot * self.sin
+        swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+        return torch.addcmul(x * self.cos, swapped, self.sin)
 
     def velocity(self, x: torch.Tensor, t: torch.Tensor, cfg_strength: float) -> torch.Tensor:
         """x: (b, n, mel) in fp32; t: scalar tensor. Returns the guided velocity in fp32."""
@@ -177,14 +187,14 @@ class FastDiT:
         st = F.silu(temb)
         for blk in self.blocks:
             shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = blk.ada(st).chunk(6, dim=-1)
-            y = F.layer_norm(h, (self.dim,), eps=1e-6) * (1 + scale_msa) + shift_msa
-            q, k, v = blk.qkv(y).view(2 * b, n, 3, blk.heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-            q, k = self._rope(q), self._rope(k)
-            a = F.scaled_dot_product_attention(q, k, v, attn_mask=self.attn_mask)
+            y = torch.addcmul(shift_msa, F.layer_norm(h, (self.dim,), eps=1e-6), 1 + scale_msa)
+            qkv = blk.qkv(y).view(2 * b, n, 3, blk.heads, -1).permute(2, 0, 3, 1, 4)  # (3, 2b, h, n, dh)
+            qk = self._rope(qkv[:2])  # q and k in one pass
+            a = F.scaled_dot_product_attention(qk[0], qk[1], qkv[2], attn_mask=self.attn_mask)
             a = blk.out(a.transpose(1, 2).reshape(2 * b, n, -1))
-            h = h + gate_msa * a
-            y = F.layer_norm(h, (self.dim,), eps=1e-6) * (1 + scale_mlp) + shift_mlp
-            h = h + gate_mlp * blk.ff2(blk.ff1(y))
+            h = torch.addcmul(h, gate_msa, a)
+            y = torch.addcmul(shift_mlp, F.layer_norm(h, (self.dim,), eps=1e-6), 1 + scale_mlp)
+            h = torch.addcmul(h, gate_mlp, blk.ff2(blk.ff1(y)))
         scale, shift = self.norm_out(st).chunk(2, dim=-1)
         h = F.layer_norm(h, (self.dim,), eps=1e-6) * (1 + scale) + shift
         out = self.proj_out(h).float()
