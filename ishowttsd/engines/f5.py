@@ -64,7 +64,7 @@ class F5Settings(EngineSettings):
     seed: int | None = 0
     target_rms: float = 0.1
     ref_max_s: float = Field(default=12.0, gt=0.5)
-    trim_db: float = Field(default=-45.0, description="edge silence threshold, dB below full scale")
+    trim_db: float = Field(default=-42.0, description="edge silence threshold, RMS dBFS per 10 ms (as upstream)")
     chunk_bytes: int = Field(default=100, ge=10, description="UTF-8 bytes per sentence chunk")
     crossfade_ms: float = Field(default=30.0, ge=0.0, le=500.0)
     max_batch: int = Field(default=8, ge=1)
@@ -289,16 +289,16 @@ class F5Engine(Engine):
         x = x.mean(dim=1) if x.ndim == 2 else x
         if sr != SAMPLE_RATE:
             x = AF.resample(x, sr, SAMPLE_RATE)
-        # trim leading/trailing silence on 10 ms frames, keeping 50 ms around the speech
+        # trim edge silence as upstream does (10 ms frames, RMS in dBFS), keep 50 ms after the end
         frame = SAMPLE_RATE // 100
         n = x.shape[0] // frame
         if n == 0:
             raise EngineError(f"voice {what!r}: reference_audio {path} is shorter than 10 ms; record 3-10 s of clear speech")
-        level = 20 * torch.log10(x[: n * frame].view(n, frame).abs().amax(dim=1).clamp(min=1e-8))
-        loud = torch.nonzero(level > s.trim_db).flatten()
+        rms_db = 10 * torch.log10(x[: n * frame].view(n, frame).square().mean(dim=1).clamp(min=1e-12))
+        loud = torch.nonzero(rms_db >= s.trim_db).flatten()
         if loud.numel() == 0:
             raise EngineError(f"voice {what!r}: reference_audio {path} is silent; record 3-10 s of clear speech")
-        start = max(0, int(loud[0]) * frame - 5 * frame)
+        start = int(loud[0]) * frame
         end = min(x.shape[0], (int(loud[-1]) + 1) * frame + 5 * frame)
         x = x[start:end][: int(s.ref_max_s * SAMPLE_RATE)]
         if x.shape[0] < SAMPLE_RATE // 2:
