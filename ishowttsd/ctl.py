@@ -67,6 +67,9 @@ def _human(verb: str, r: Any) -> str:
         rows += [{**u, "state": "pending"} for u in r.get("pending", [])]
         head = "(paused)\n" if r.get("paused") else ""
         return head + _table(rows, ["id", "state", "priority", "age_s", "source", "user", "text"])
+    if verb == "voices" and "reloaded" in r:
+        errs = "".join(f"\n  {vid}: {e}" for vid, e in r["errors"].items())
+        return f"reloaded: {', '.join(r['reloaded']) or '(none)'}" + (f"\nfailed:{errs}" if errs else "")
     if verb == "voices":
         return _table(r["voices"], ["id", "engine", "language", "description", "error"])
     if verb == "plugins":
@@ -133,9 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("resume", help="go on speaking")
     p = sub.add_parser("clear", help="drop pending speech (all, or --class ...)")
     p.add_argument("--class", dest="classes", action="append", help="only this priority class (repeatable)")
-    sub.add_parser("voices", help="the voices you can use")
+    p = sub.add_parser("voices", help="the voices you can use; --reload re-reads [[voices]] from the config")
+    p.add_argument("--reload", nargs="?", const="", metavar="ID", help="re-prepare every voice (or only ID) after an edit")
     sub.add_parser("plugins", help="loaded, broken and refused plugins")
     sub.add_parser("watch", help="stream events live")
+    p = sub.add_parser("bench", help="benchmark the F5 engine against upstream F5-TTS (runs here, not in the daemon)",
+                       description="Runs `python -m ishowttsd.bench` in this process; arguments go to it "
+                       "(default: --engine f5 --compare-upstream). See `ishowttsctl bench -- --help`.")  # fmt: skip
+    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for ishowttsd.bench")
     return ap
 
 
@@ -143,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     path = Path(args.socket) if args.socket else default_socket_path()
     verb = args.verb
+    if verb == "bench":  # heavy and local: it loads torch and two models, so it never runs inside the daemon
+        from ishowttsd import bench
+
+        rest = [a for a in args.args if a != "--"] or ["--engine", "f5", "--compare-upstream"]
+        return bench.main(rest)
     method, params = verb, {}
     if verb == "say":
         params = {"text": args.text, "voice": args.voice, "priority": args.priority}
@@ -161,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         method, params = "queue.remove", {"id": args.id}
     elif verb == "clear":
         params = {"classes": args.classes}
+    elif verb == "voices" and args.reload is not None:
+        method, params = "voices.reload", ({"id": args.reload} if args.reload else {})
     try:
         if verb == "watch":
             return _watch(path, args.json)

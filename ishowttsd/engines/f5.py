@@ -113,6 +113,7 @@ class F5Engine(Engine):
         self.vocoder = None
         self.vocab: dict[str, int] = {}
         self._fast = None
+        self.last_mel: list = []  # the generated mels of the last forward (tests, benchmark)
         self._lock = threading.RLock()
 
     # -- paths and settings ---------------------------------------------------------------------
@@ -317,9 +318,7 @@ class F5Engine(Engine):
 
     def _reference_for(self, voice: Voice) -> Reference:
         ref = self._refs.get(voice.id)
-        if ref is None:
-            if not self._voices and voice.engine != self.name:
-                raise EngineError("f5: no voice configured; add a [[voices]] entry with engine = \"f5\", reference_audio and reference_text")
+        if ref is None:  # a voice not prepared yet (or another engine's): prepare it, or say what is missing
             self.add_voice(voice)
             ref = self._refs[voice.id]
         return ref
