@@ -103,6 +103,7 @@ class HealthConfig(Strict):
     baseline_file: str | None = None  # default: <state_dir>/rtf-baseline.json
     rtf_margin: float = Field(default=0.2, ge=0.0)  # warn when the rolling median RTF is this much over baseline
     rtf_fail_margin: float = Field(default=1.0, ge=0.0)  # fail beyond this (1.0 = twice as slow)
+    rtf_floor: float = Field(default=0.05, ge=0.0)  # medians under this never count as regressions: too fast to matter
     rtf_window: int = Field(default=20, ge=1, le=10_000)  # utterances in the rolling median
     rtf_min_samples: int = Field(default=3, ge=1)  # judge only after this many utterances
     learn_baseline: bool = True  # no stored baseline: learn one from the first utterances after warm-up

@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -78,6 +79,7 @@ class Hardware:
         self._proc = psutil.Process()
         self._cpu_prev: tuple[float, float, float] | None = None  # (mono, system busy s, own cpu s)
         self._procs_prev: dict[int, tuple[str, float]] = {}
+        self._lock = threading.RLock()  # the telemetry task and a health request may sample at once
 
     # -- paths and helpers -------------------------------------------------------------------
 
@@ -251,6 +253,10 @@ class Hardware:
 
     def telemetry(self) -> dict[str, Any]:
         """One sample of everything: CPU, memory, temperatures, GPU, power, this process."""
+        with self._lock:
+            return self._telemetry()
+
+    def _telemetry(self) -> dict[str, Any]:
         info = self.info or self.detect()
         t: dict[str, Any] = {"ts": round(time.time(), 3), "kind": info["kind"], "source": "psutil"}
         t["cpu"] = self._cpu()
@@ -297,11 +303,15 @@ class Hardware:
             "freq_mhz": freqs,
             "governor": self._read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
         }
-        out.update(self.cpu_contention())
+        out.update(self._cpu_contention())
         return out
 
     def cpu_contention(self) -> dict[str, Any]:
         """How many cores other processes used since the last call (and who used most)."""
+        with self._lock:
+            return self._cpu_contention()
+
+    def _cpu_contention(self) -> dict[str, Any]:
         now = time.monotonic()
         ct = psutil.cpu_times()
         busy = sum(getattr(ct, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq", "steal"))
@@ -419,6 +429,10 @@ class Hardware:
 
     def performance(self, refresh: bool = False) -> dict[str, Any]:
         """jetson_clocks and nvpmodel state (cached for a minute: they run subprocesses)."""
+        with self._lock:
+            return self._performance(refresh)
+
+    def _performance(self, refresh: bool) -> dict[str, Any]:
         now = time.monotonic()
         if not refresh and self._perf is not None and now - self._perf[0] < self.perf_max_age_s:
             return self._perf[1]
