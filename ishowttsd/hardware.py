@@ -79,6 +79,7 @@ class Hardware:
         self._proc = psutil.Process()
         self._cpu_prev: tuple[float, float, float] | None = None  # (mono, system busy s, own cpu s)
         self._procs_prev: dict[int, tuple[str, float]] = {}
+        self._clocks_tool_error: str | None = None
         self._lock = threading.RLock()  # the telemetry task and a health request may sample at once
 
     # -- paths and helpers -------------------------------------------------------------------
@@ -446,14 +447,17 @@ class Hardware:
         return perf
 
     def jetson_clocks_state(self) -> dict[str, Any]:
-        rc, out, err = self.run_tool("jetson_clocks", "--show")
-        if rc == 0 and out.strip():
-            st = parse_jetson_clocks(out)
-            st["source"] = "jetson_clocks --show"
-            return st
+        # it needs root on most JetPack releases; once refused, stop asking every minute
+        if self._clocks_tool_error is None:
+            rc, out, err = self.run_tool("jetson_clocks", "--show")
+            if rc == 0 and out.strip():
+                st = parse_jetson_clocks(out)
+                st["source"] = "jetson_clocks --show"
+                return st
+            self._clocks_tool_error = err or f"exit {rc}"
         st = self._clocks_from_sysfs()
         st["source"] = "sysfs"
-        st["note"] = f"jetson_clocks --show unavailable ({err or f'exit {rc}'}); read sysfs instead"
+        st["note"] = f"jetson_clocks --show unavailable ({self._clocks_tool_error}); read sysfs instead"
         return st
 
     def _clocks_from_sysfs(self) -> dict[str, Any]:
