@@ -136,7 +136,7 @@ def test_watchdog_cadence_from_the_loop(tmp_path):
         anyio.run(main)
         lst.collect(0.2)
         pings = [m for _, m in lst.messages if m == {"WATCHDOG": "1"}]
-        assert 7 <= len(pings) <= 12  # every 50 ms for half a second
+        assert 5 <= len(pings) <= 12  # every 50 ms for half a second (a loaded machine sleeps longer)
     finally:
         n.close()
         lst.close()
