@@ -25,11 +25,6 @@ RATE = 22050
 
 
 @pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
-@pytest.fixture
 def asoundrc(tmp_path, monkeypatch):
     """Write an alsa config of named recording PCMs; returns (write(extra), wav path of name)."""
     conf = tmp_path / "asound.conf"
