@@ -206,13 +206,17 @@ async def test_missing_device_is_reported_and_retried_without_stalling(tmp_path,
     write, wav = asoundrc
     write("rec")
     sink = make_sink(tmp_path, device="late", retry_s=0.2, retry_max_s=0.2)
-    await sink.start()
+    with pytest.raises(RuntimeError, match="late"):  # the daemon shows why it did not start
+        await sink.start()
     t0 = time.monotonic()
     await play(sink, tone(1.0))
     assert time.monotonic() - t0 < 0.5  # does not hold up the speaker
     assert sink.state == "unavailable"
     assert "late" in sink.detail and "aplay -L" in sink.detail and "retrying" in sink.detail
     assert sink.counters["missed"] == 1
+    sink.set_state("ok")  # what the speaker does after a play() that returned
+    await play(sink, tone(0.1))
+    assert sink.state == "unavailable"  # still says what is wrong
     write("rec", "late")  # the device appears (plugged in, or the config fixed)
     await anyio.sleep(0.5)
     x = tone(0.3)

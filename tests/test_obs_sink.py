@@ -109,7 +109,8 @@ async def test_password_from_a_file_and_the_wrong_one(tmp_path):
         pw = tmp_path / "obs-password"
         pw.write_text("not the password\n")
         sink, _ = make_sink(tmp_path, server.url, password_file=str(pw))
-        await sink.start()
+        with pytest.raises(RuntimeError, match="4009"):  # the daemon reports a sink that did not start
+            await sink.start()
         assert sink.state == "auth_failed"
         assert "4009" in sink.detail and "password" in sink.detail and "retrying" in sink.detail
         assert server.auth_failures == 1
@@ -129,7 +130,8 @@ async def test_password_from_a_file_and_the_wrong_one(tmp_path):
 async def test_no_password_configured_but_obs_wants_one(tmp_path):
     async with FakeOBS(password=PASSWORD) as server:
         sink, _ = make_sink(tmp_path, server.url)
-        await sink.start()
+        with pytest.raises(RuntimeError):
+            await sink.start()
         assert sink.state == "auth_failed" and "password_file" in sink.detail
         await sink.close()
 
@@ -155,7 +157,8 @@ async def test_missing_source_is_reported_by_name(tmp_path):
 async def test_obs_not_running_is_clear_and_quick(tmp_path):
     port = free_port()
     sink, _ = make_sink(tmp_path, f"ws://127.0.0.1:{port}")
-    await sink.start()
+    with pytest.raises(RuntimeError, match="is OBS running"):
+        await sink.start()
     assert sink.state == "disconnected"
     assert "is OBS running" in sink.detail and str(port) in sink.detail
     t0 = time.monotonic()
@@ -163,6 +166,9 @@ async def test_obs_not_running_is_clear_and_quick(tmp_path):
     await play(sink, 1.0)
     assert time.monotonic() - t0 < 0.5
     assert sink.counters["missed"] == 2
+    sink.set_state("ok")  # what the speaker does after a play() that returned
+    await play(sink, 0.1)
+    assert sink.state == "disconnected"  # still says what is wrong
     await sink.close()
 
 

@@ -108,6 +108,7 @@ class AlsaSink(Sink):
             jitter=min(3.0, settings.retry_s),
         )  # fmt: skip
         self._next_try = 0.0
+        self._down_detail = ""
         self._paused = False
         self._hw_paused = False
         self._resumed = anyio.Event()
@@ -119,15 +120,22 @@ class AlsaSink(Sink):
         if alsaaudio is None:
             self.set_state("failed", "pyalsaaudio is not installed", error=_IMPORT_ERROR)
             raise RuntimeError(f"pyalsaaudio is not installed ({_IMPORT_ERROR}); see docs/sinks.md")
-        # open now only when the rate is known; else at the first utterance (engine's rate)
+        # open now when the rate is known; else only check that the device opens, and open it
+        # for good at the first utterance, at the engine's rate
         if self.settings.rate is not None:
-            await self._ensure_open(self.settings.rate)
+            ok = await self._ensure_open(self.settings.rate)
+        else:
+            ok = await self._ensure_open(48000)
+            await self._close_pcm()
+        if not ok:
+            raise RuntimeError(self.detail)
 
     async def _ensure_open(self, rate: int) -> bool:
         if self._pcm is not None:
             return True
         now = time.monotonic()
         if now < self._next_try:
+            self.set_state("unavailable", self._down_detail)  # the speaker may have marked it ok
             return False
         try:
             pcm, info = await anyio.to_thread.run_sync(self._open, rate, limiter=self._limiter)
@@ -141,6 +149,7 @@ class AlsaSink(Sink):
                 if "busy" in msg.lower()
                 else "check the name with `aplay -L` and that this user is in the audio group"
             )
+            self._down_detail = f"cannot open ALSA device {self.settings.device!r}: {msg}; {hint}; retrying"
             self.set_state(
                 "unavailable", f"cannot open ALSA device {self.settings.device!r}: {msg}; {hint}; retrying in {delay:.1f} s",
                 error=f"{type(e).__name__}: {msg}",
@@ -195,6 +204,7 @@ class AlsaSink(Sink):
         await self._close_pcm()
         delay = self._backoff.next_delay()
         self._next_try = time.monotonic() + delay
+        self._down_detail = f"ALSA device {self.settings.device!r} failed: {e}; retrying"
         self.set_state("unavailable", f"ALSA device {self.settings.device!r} failed: {e}; retrying in {delay:.1f} s",
                        error=f"{type(e).__name__}: {e}")  # fmt: skip
 

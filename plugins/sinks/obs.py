@@ -93,6 +93,7 @@ class ObsSink(Sink):
         self._backoff = Backoff(base=settings.retry_s, step=2 * settings.retry_s, cap=settings.retry_max_s,
                                 jitter=min(3.0, settings.retry_s))  # fmt: skip
         self._next_try = 0.0
+        self._down = ("disconnected", "")
         self._media_files: list[Path] = []
         self._paused_total = 0.0
         self._paused_at: float | None = None
@@ -104,7 +105,8 @@ class ObsSink(Sink):
             d = self.ctx.config.resolve(s.media_dir) if s.media_dir else self.ctx.state_dir / "obs"
             self._media_dir = d.resolve()
             await anyio.to_thread.run_sync(lambda: self._media_dir.mkdir(parents=True, exist_ok=True))
-        await self._ensure_connected()
+        if not await self._ensure_connected():
+            raise RuntimeError(self.detail)  # the daemon reports it; play() keeps retrying
 
     # -- connection --------------------------------------------------------------------------
 
@@ -118,6 +120,7 @@ class ObsSink(Sink):
             return True
         await self._drop_connection()
         if time.monotonic() < self._next_try:
+            self.set_state(*self._down)  # the speaker may have marked it ok meanwhile
             return False
         try:
             with anyio.fail_after(self.settings.timeout_s):
@@ -145,6 +148,7 @@ class ObsSink(Sink):
         delay = self._backoff.next_delay()
         self._next_try = time.monotonic() + delay
         self.counters["connect_failures"] += 1
+        self._down = (state, f"{detail}; retrying")
         self.set_state(state, f"{detail}; retrying in {delay:.1f} s", error=detail)
         self.log.warning("%s; retrying in %.1f s", detail, delay)
 
