@@ -167,3 +167,16 @@ def _wav_on_dev_full(rate: int) -> wave.Wave_write:
     w.setsampwidth(2)
     w.setframerate(rate)
     return w
+
+
+def test_example_sinks_config_validates_against_every_sink():
+    """config/example-sinks.toml documents real keys: each table passes its plugin's Settings."""
+    from ishowttsd.config import load_config, validate_table
+
+    path = Path(__file__).resolve().parent.parent / "config" / "example-sinks.toml"
+    cfg = load_config(path)
+    settings = {"alsa": load_builtin("sinks/alsa").AlsaSettings, "file": filesink.FileSettings,
+                "obs": load_builtin("sinks/obs").ObsSettings}  # fmt: skip
+    assert sorted(t.type for t in cfg.sinks) == ["alsa", "file", "obs"]
+    for i, t in enumerate(cfg.sinks):
+        validate_table(settings[t.type], t.model_dump(exclude_unset=True), f"sinks[{i}]", path)
