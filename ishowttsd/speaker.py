@@ -241,26 +241,25 @@ class Speaker:
         for _, s, _ in runners:
             s.close()
         await p.synth_done.wait()
-        # sinks get the utterance's length plus slack to finish; a sink that is still busy
-        # after that is cut off and skipped until it returns
-        deadline = time.monotonic() + p.stats.audio_s + self.sink_slack_s
+        # sinks get the utterance's length plus slack to finish (paused time does not count);
+        # a sink still busy after that is cut off and skipped until it returns
+        budget = p.stats.audio_s + self.sink_slack_s
         for r, _, _ in runners:
             ev = finished[id(r)]
             if id(r) in stalled:
-                self._tg.start_soon(self._cut_off_later, r, ev, deadline)
+                self._tg.start_soon(self._cut_off_later, r, ev, time.monotonic() + max(budget, 0.0))
                 continue
-            while not ev.is_set():
-                left = deadline - time.monotonic()
-                if self.paused:
-                    deadline += 0.1
-                with anyio.move_on_after(max(0.0, min(left, 0.1)) if left > 0 else 0):
+            while not ev.is_set() and budget > 0:
+                t0 = time.monotonic()
+                with anyio.move_on_after(min(budget, 0.1)):
                     await ev.wait()
-                if not ev.is_set() and left <= 0:
-                    if r.scope is not None:
-                        r.scope.cancel()
-                    r.sink.counters["timeouts"] += 1
-                    r.sink.set_state("stalled", "did not finish in time; skipped while busy")
-                    break
+                if not self.paused:
+                    budget -= time.monotonic() - t0
+            if not ev.is_set():
+                if r.scope is not None:
+                    r.scope.cancel()
+                r.sink.counters["timeouts"] += 1
+                r.sink.set_state("stalled", "did not finish in time; skipped while busy")
         self._publish_end(p)
 
     async def _cut_off_later(self, r: _SinkRunner, finished: anyio.Event, deadline: float) -> None:
