@@ -149,7 +149,10 @@ class FileSink(Sink):
         except FileNotFoundError:
             size = 0
         if size and size + len(line.encode()) > s.log_max_mb * 1e6:
-            rotated = lambda i: path.with_name(f"{path.name}.{i}")  # noqa: E731
+
+            def rotated(i: int) -> Path:
+                return path.with_name(f"{path.name}.{i}")
+
             rotated(s.log_keep).unlink(missing_ok=True)
             for i in range(s.log_keep - 1, 0, -1):
                 if rotated(i).exists():
