@@ -454,7 +454,8 @@ class HealthMonitor:
     def _sink_checks(self) -> list[Check]:
         out = []
         for k in self.sinks:
-            level = {"failed": "fail", "error": "warn", "stalled": "warn"}.get(k.state, "ok")
+            # any state but ok is worth a look (unavailable, disk_full, auth_failed, stalled...)
+            level = "ok" if k.state in ("ok", "starting") else "fail" if k.state == "failed" else "warn"
             fix = k.last_error or ""
             if level != "ok":
                 fix = (f"{fix}; " if fix else "") + "check the device or service this sink writes to"
