@@ -1,0 +1,189 @@
+"""The real daemon against a fake Bilibili on loopback: web route and Open Platform, end to end
+into the file sink."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import anyio
+import pytest
+from fakes import bilibili as bf
+from fakes.bilibili import FakeBilibili
+from fakes.bilibili_twitch_daemon import RunningDaemon
+
+SECRET = "SECRET-SESSDATA-4f1c2a"
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+async def until(d: RunningDaemon, what: str, pred, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred(await d.request("queue")):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await anyio.sleep(0.05)
+
+
+def waiting(q: dict, text: str) -> bool:
+    return any(text in u["text"] for u in [*q["pending"], *q["prepared"]])
+
+
+FAST = {"base": 0.05, "step": 0.05, "cap": 0.5, "jitter": 0.05, "healthy_after": 1.0}
+
+
+def web_source(fake: FakeBilibili, **kw) -> dict:
+    s = {
+        "type": "bilibili", "name": "bili", "room_id": fake.short_room, "api_base": fake.base,
+        "live_api_base": fake.base, "ws_url": fake.ws_url, "heartbeat_interval": 0.3,
+        "risk_control_delay": 0.3, "reconnect": FAST,
+    }  # fmt: skip
+    s.update(kw)
+    return s
+
+
+@pytest.mark.anyio
+async def test_web_route_logged_in_end_to_end(tmp_path):
+    fake = FakeBilibili(sessdata=SECRET, danmu_info_faults=["352", "412"], auth_failures=1)
+    await fake.start()
+    (tmp_path / "sessdata.txt").write_text(SECRET + "\n")
+    try:
+        async with RunningDaemon(tmp_path, [web_source(fake, sessdata_file="sessdata.txt")]) as d:
+            await fake.wait_connected()
+            # risk control (-352, then 412) and a refused auth were each retried, after a wait
+            info_times = [r.at for r in fake.requests if r.path.endswith("getDanmuInfo")]
+            assert len(info_times) >= 3
+            assert info_times[1] - info_times[0] >= 0.3 and info_times[2] - info_times[1] >= 0.3
+            assert fake.wbi_errors == []  # every getDanmuInfo was correctly WBI-signed
+            assert len(fake.auths) >= 2
+            auth = fake.auths[-1]
+            assert auth["uid"] == fake.login_uid and auth["roomid"] == fake.real_room  # short id resolved
+            assert auth["key"] == fake.token and auth["buvid"] == "FAKE-BUVID3-infoc" and auth["protover"] == 3
+            log = d.log()
+            assert "risk control (-352)" in log and "HTTP 412" in log and "websocket auth answered code -101" in log
+
+            # several brotli packets in one frame, then zlib, then raw JSON
+            await fake.push([bf.danmu("主播晚上好", 1001, "小明", id_str="dm-1", medal=[8, "猫猫", "主播", 66], guard=3),
+                             bf.gift("老板", 1002, "小电视", 2, 1000)], ver=3, split=2)  # fmt: skip
+            await fake.push([bf.superchat(501, "大佬", 1003, "唱首歌吧", 30)], ver=2)
+            await fake.push([bf.guard_buy("舰长君", 1004), bf.user_toast("舰长君", 1004)], ver=0)
+            await fake.push([bf.danmu("[dog]", 1005, "表情党", dm_type=1)], ver=3)
+            r = await d.wait_spoken("主播晚上好")
+            assert r["user"] == "小明" and r["user_id"] == "1001" and r["message_id"] == "dm-1" and r["kind"] == "danmaku"
+            g = await d.wait_spoken("小电视")
+            assert g["kind"] == "gift" and g["user"] == "老板"
+            sc = await d.wait_spoken("唱首歌吧")
+            assert sc["kind"] == "superchat" and sc["message_id"] == "501" and sc["priority"] == "paid"
+            await d.wait_spoken("舰长君")
+            await fake.push([bf.danmu("marker-1", 1006, "路人")])
+            await d.wait_spoken("marker-1")
+            said = [x["said"] for x in d.spoken()]
+            assert sum("舰长君" in s for s in said) == 1  # GUARD_BUY + USER_TOAST_MSG_V2: spoken once
+            assert not any("dog" in s for s in said)  # emoticon danmaku is not read out
+
+            # a super chat deleted by a moderator while queued is never spoken
+            await d.request("pause")
+            await fake.push([bf.superchat(777, "坏人", 1007, "删掉我", 50)])
+            await until(d, "the super chat queued", lambda q: waiting(q, "删掉我"))
+            await fake.push([bf.superchat_delete(777)])
+            await d.wait_for("the deletion to remove or cut it", lambda: re.search(r"deletion .*777.*(removed=1|cut=1)", d.log()))
+            await d.request("resume")
+            await fake.push([bf.danmu("marker-2", 1006, "路人")])
+            await d.wait_spoken("marker-2")
+            assert not any("删掉我" in x["said"] for x in d.spoken())
+
+            # heartbeats flow both ways; LOG_IN_NOTICE while logged in says the cookie may have expired
+            await d.wait_for("two heartbeats", lambda: fake.heartbeats >= 2)
+            await fake.push([bf.log_in_notice()])
+            await d.wait_for("the login warning", lambda: "LOG_IN_NOTICE" in d.log())
+            src = await d.source("bili")
+            assert src["state"] == "connected" and src["logged_in"] is True and src["room_id"] == fake.real_room
+            assert src["popularity"] == fake.popularity
+            assert any("SESSDATA" in w for w in src["warnings"])
+            assert src["counters"]["messages"] >= 5 and src["counters"]["deletions"] == 1
+            assert src["seconds_since_last_message"] is not None
+            status_text = json.dumps(await d.request("status"), ensure_ascii=False)
+        # the cookie is never logged nor shown
+        assert SECRET not in status_text and SECRET not in d.log()
+        assert all(SECRET not in r.path + json.dumps(r.query) for r in fake.requests)
+        nav = [r for r in fake.requests if r.path == "/x/web-interface/nav"]
+        assert nav and f"SESSDATA={SECRET}" in nav[0].headers["cookie"]  # but it is sent to Bilibili
+    finally:
+        await fake.stop()
+
+
+@pytest.mark.anyio
+async def test_web_route_anonymous_survives_bombs_and_junk(tmp_path):
+    import brotli
+
+    fake = FakeBilibili()
+    await fake.start()
+    try:
+        src = web_source(fake, max_decompressed=64 * 1024)
+        async with RunningDaemon(tmp_path, [src]) as d:
+            await fake.wait_connected()
+            assert fake.auths[-1]["uid"] == 0
+            bomb = bf.packet(5, brotli.compress(b"\0" * (8 * 1024 * 1024), quality=5), 3)
+            await fake.send_raw(bomb)
+            await fake.send_raw(bf.packet(5, b"{not json", 0) + bf.packet(5, b'{"cmd":"ONLINE_RANK_COUNT"}', 0))
+            await fake.send_raw(bf.packet(5, b'{"cmd":"DANMU_MSG","info":[[],1]}', 0))  # malformed fields
+            await fake.send_raw(b"\x00\x00\x00\x30\x00\x10")  # truncated header
+            await fake.push([bf.log_in_notice(), bf.danmu("还活着", 0, "提***")])
+            r = await d.wait_spoken("还活着")
+            assert r["user"] == "提***" and r["user_id"] == ""
+            s = await d.source("bili")
+            c = s["counters"]
+            assert s["state"] == "connected" and c["frame_bomb"] == 1 and c["malformed"] == 2 and c["ignored"] == 1
+            assert c["frame_truncated"] == 1 and c.get("reconnects", 0) == 0
+            assert s["logged_in"] is False
+            assert any("anonymous" in w and "sessdata_file" in w for w in s["warnings"])
+    finally:
+        await fake.stop()
+
+
+@pytest.mark.anyio
+async def test_open_platform_end_to_end(tmp_path, monkeypatch):
+    fake = FakeBilibili(open_start_faults=[7007])
+    await fake.start()
+    monkeypatch.setenv("TEST_BILI_KEY_ID", fake.key_id)
+    monkeypatch.setenv("TEST_BILI_KEY_SECRET", fake.key_secret)
+    (tmp_path / "code.txt").write_text(fake.code)
+    src = {
+        "type": "bilibili", "name": "open", "app_id": fake.app_id, "access_key_id_env": "TEST_BILI_KEY_ID",
+        "access_key_secret_env": "TEST_BILI_KEY_SECRET", "auth_code_file": "code.txt",
+        "open_api_base": fake.base, "open_heartbeat_interval": 0.3, "heartbeat_interval": 0.3,
+        "reconnect": {**FAST, "cap": 0.3},
+    }  # fmt: skip
+    try:
+        async with RunningDaemon(tmp_path, [src]) as d:
+            await fake.wait_connected()
+            assert "7007" in d.log() and "身份码" in d.log()  # the first start was refused and explained
+            assert fake.signature_errors == []
+            assert fake.auths[-1]["game_id"] == "game-1"
+            await fake.push([bf.open_dm("开放平台你好", "oid-1", "真名", "msg-1"),
+                             bf.open_gift("oid-2", "送礼人", "辣条", 3, 100, False)], ver=2)  # fmt: skip
+            await fake.push([bf.open_superchat(88, "醒目留言内容", "oid-3", "金主", 30)], ver=2)
+            r = await d.wait_spoken("开放平台你好")
+            assert r["user"] == "真名" and r["user_id"] == "oid-1" and r["message_id"] == "msg-1"
+            sc = await d.wait_spoken("醒目留言内容")
+            assert sc["kind"] == "superchat" and sc["message_id"] == "88"
+            await d.wait_spoken("辣条")
+            await d.wait_for("project heartbeats", lambda: fake.open_heartbeats >= 2)
+            # the server forgets the game (a missed heartbeat): 7003, so a new game is started
+            fake._games.clear()
+            await d.wait_for("a second game", lambda: len(fake.games_started) >= 2, timeout=15)
+            await d.wait_for("re-auth", lambda: fake.auths[-1].get("game_id") == "game-2")
+            await fake.wait_connected()
+            assert "7003" in d.log()
+            await fake.push([bf.open_dm("又回来了", "oid-1", "真名", "msg-2")], ver=2)
+            await d.wait_spoken("又回来了")
+            s = await d.source("open")
+            assert s["route"] == "open_platform" and s["state"] == "connected"
+            status_text = json.dumps(await d.request("status"))
+        assert "game-2" in fake.games_ended  # `end` called on shutdown
+        assert fake.key_secret not in status_text and fake.key_secret not in d.log()
+    finally:
+        await fake.stop()
