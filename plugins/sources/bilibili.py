@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import json
 import secrets
 import struct
@@ -46,6 +47,9 @@ from ishowttsd.messages import Deletion, Kind, Message, User
 from ishowttsd.source import Source, SourceSettings
 
 PLATFORM = "bilibili"
+# websockets logs every frame at DEBUG, tokens included: its logger for us never goes below INFO
+_WIRE_LOG = logging.getLogger("ishowttsd.wire.bilibili")
+_WIRE_LOG.setLevel(logging.INFO)
 DEFAULT_UA = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
 )
@@ -870,7 +874,7 @@ class BilibiliSource(Source):
         headers = {"Origin": "https://live.bilibili.com"}
         async with ws_connect(
             url, additional_headers=headers, user_agent_header=self.s.user_agent, max_size=self.s.max_frame,
-            open_timeout=self.s.auth_timeout, ping_interval=None, close_timeout=2, compression=None,
+            open_timeout=self.s.auth_timeout, ping_interval=None, close_timeout=2, compression=None, logger=_WIRE_LOG,
         ) as ws:  # fmt: skip
             await ws.send(auth_packet)
             with anyio.fail_after(self.s.auth_timeout):

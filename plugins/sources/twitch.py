@@ -10,6 +10,7 @@ Reconnects use :class:`ishowttsd.backoff.Backoff` (1 s doubling to 16 s by defau
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 import time
@@ -28,6 +29,9 @@ from ishowttsd.messages import Deletion, Kind, Message, User
 from ishowttsd.source import Source, SourceSettings
 
 PLATFORM = "twitch"
+# websockets logs every frame at DEBUG, tokens included: its logger for us never goes below INFO
+_WIRE_LOG = logging.getLogger("ishowttsd.wire.twitch")
+_WIRE_LOG.setLevel(logging.INFO)
 MAX_LINE = 8192  # Twitch lines are at most a few KB (500-character text plus tags)
 
 # ---------------------------------------------------------------------------------------------
@@ -359,7 +363,7 @@ class TwitchSource(Source):
     async def _session(self) -> None:
         async with ws_connect(
             self.s.url, open_timeout=self.s.connect_timeout, ping_interval=None, close_timeout=2,
-            max_size=64 * 1024, compression=None,
+            max_size=64 * 1024, compression=None, logger=_WIRE_LOG,
         ) as ws:  # fmt: skip
             await ws.send("CAP REQ :twitch.tv/tags twitch.tv/commands")
             if self._token:
