@@ -58,6 +58,9 @@ async def test_web_route_logged_in_end_to_end(tmp_path):
             assert len(info_times) >= 3
             assert info_times[1] - info_times[0] >= 0.3 and info_times[2] - info_times[1] >= 0.3
             assert fake.wbi_errors == []  # every getDanmuInfo was correctly WBI-signed
+            # -352 made the source refresh its WBI keys and buvid before trying again
+            assert sum(r.path == "/x/web-interface/nav" for r in fake.requests) >= 2
+            assert sum(r.path == "/x/frontend/finger/spi" for r in fake.requests) >= 2
             assert len(fake.auths) >= 2
             auth = fake.auths[-1]
             assert auth["uid"] == fake.login_uid and auth["roomid"] == fake.real_room  # short id resolved
@@ -187,3 +190,50 @@ async def test_open_platform_end_to_end(tmp_path, monkeypatch):
         assert fake.key_secret not in status_text and fake.key_secret not in d.log()
     finally:
         await fake.stop()
+
+
+@pytest.mark.anyio
+async def test_host_list_rotation_and_rediscovery(tmp_path):
+    """Without ws_url the source walks getDanmuInfo's host list, one host per attempt, and asks
+    for a fresh token and host list after `rediscover_after` failures in a row."""
+    from ishowttsd.config import Config
+    from ishowttsd.events import EventBus
+    from ishowttsd.plugins import load_builtin
+    from ishowttsd.source import SourceContext
+
+    B = load_builtin("sources/bilibili")
+    dead = []
+    for _ in range(3):  # ports with nothing listening: each attempt fails at once
+        import socket
+
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        dead.append(s.getsockname()[1])
+        s.close()
+    fake = FakeBilibili(hosts=[{"host": "127.0.0.1", "wss_port": p} for p in dead])
+    await fake.start()
+    events = EventBus()
+    sub = events.subscribe()
+    ctx = SourceContext(lambda s, m: None, lambda s, d: None, events, Config(), tmp_path)
+    settings = B.BilibiliSettings(type="bilibili", room_id=fake.short_room, api_base=fake.base, live_api_base=fake.base,
+                                  rediscover_after=3, reconnect={"base": 0.01, "step": 0, "jitter": 0, "cap": 0.01})
+    src = B.BilibiliSource(settings, ctx)
+    seen: list[str] = []
+    try:
+        with sub, anyio.move_on_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(src.run)
+                while len(seen) < 7:
+                    ev = await sub.receive()
+                    m = re.search(r"via 127\.0\.0\.1:(\d+)", ev.get("detail", ""))
+                    if ev["event"] == "source.state" and m and ev["state"] in ("connecting", "down"):
+                        seen.append(m.group(1))
+                tg.cancel_scope.cancel()
+        await src.close()
+    finally:
+        await fake.stop()
+    p = [str(x) for x in dead]
+    assert seen == [p[0], p[1], p[2], p[0], p[1], p[2], p[0]]
+    infos = [r for r in fake.requests if r.path.endswith("getDanmuInfo")]
+    assert len(infos) == 3  # a fresh token after each 3 failures in a row
+    assert src.status()["state"] == "stopped" and "cannot connect" in src.last_error

@@ -47,6 +47,9 @@ async def test_server_killed_repeatedly(tmp_path):
                 await fake.drop_all()
                 s = await d.wait_state("backoff", timeout=5)
                 assert "reconnecting in" in s["detail"]
+                health = await d.request("health")
+                check = next(c for c in health["checks"] if c["check"] == "source:bili")
+                assert check["level"] == "warn" and health["status"] != "ok"  # a source that is down shows
                 await fake.wait_connected(timeout=15)
                 attempts = fake.ws_attempts[first:]
                 assert len(attempts) == refused + 1, attempts  # no storm: one attempt per delay

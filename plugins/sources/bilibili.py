@@ -668,7 +668,7 @@ class BilibiliSource(Source):
             timeout=self.s.http_timeout, headers={"User-Agent": self.s.user_agent}, follow_redirects=True
         )
         while True:
-            self.set_state("connecting", "starting the Open Platform session" if self.open else "discovering the room")
+            self._connecting("starting the Open Platform session" if self.open else "discovering the room")
             try:
                 if self.open:
                     await self._open_session()
@@ -687,7 +687,7 @@ class BilibiliSource(Source):
                     reason = f"unexpected {type(e).__name__}: {e}"
             self._streak += 1
             self._host_index += 1
-            if rediscover or self._streak >= self.s.rediscover_after:
+            if rediscover or self._streak % self.s.rediscover_after == 0:
                 self._token = None
             delay = max(self.backoff.next_delay(), least)
             self.counters["reconnects"] += 1
@@ -869,8 +869,15 @@ class BilibiliSource(Source):
 
     # -- the websocket, shared by both routes -----------------------------------------------------
 
+    def _connecting(self, detail: str) -> None:
+        # after a failure the source stays "down" (a warning in health) until it is connected again
+        if self._streak:
+            self.set_state("down", f"reconnecting (attempt {self._streak + 1}): {detail}")
+        else:
+            self.set_state("connecting", detail)
+
     async def _websocket(self, url: str, auth_packet: bytes, what: str) -> None:
-        self.set_state("connecting", f"{what} via {_host(url)}")
+        self._connecting(f"{what} via {_host(url)}")
         headers = {"Origin": "https://live.bilibili.com"}
         async with ws_connect(
             url, additional_headers=headers, user_agent_header=self.s.user_agent, max_size=self.s.max_frame,

@@ -326,6 +326,10 @@ class TwitchSource(Source):
         if self._token and not self.s.login:
             raise ConfigError(f"sources[{self.name}]: a token needs `login` (the account it belongs to)")
         self.backoff = self.s.reconnect.make()
+        self._joined = False
+
+    async def close(self) -> None:
+        self.set_state("stopped")
 
     def status(self) -> dict[str, Any]:
         st = super().status()
@@ -333,8 +337,13 @@ class TwitchSource(Source):
         return st
 
     async def run(self) -> None:
+        failures = 0
         while True:
-            self.set_state("connecting", f"#{self.s.channel}")
+            if failures:  # "down" is a warning in health until we are connected again
+                self.set_state("down", f"reconnecting (attempt {failures + 1}) to #{self.s.channel}")
+            else:
+                self.set_state("connecting", f"#{self.s.channel}")
+            self._joined = False
             try:
                 await self._session()
                 reason = "the server closed the connection"
@@ -355,6 +364,7 @@ class TwitchSource(Source):
                 else:
                     self.log.error("unexpected error in the session", exc_info=e)
                     reason = f"unexpected {type(e).__name__}: {e}"
+            failures = 1 if self._joined else failures + 1
             delay = self.backoff.next_delay()
             self.counters["reconnects"] += 1
             self.set_state("backoff", f"{reason}; reconnecting in {delay:.1f} s", error=reason)
@@ -410,6 +420,7 @@ class TwitchSource(Source):
             raise Reconnect("Twitch refused the token (login authentication failed); check token_file/token_env and login")
         if cmd == "JOIN" and line.nick and line.nick.startswith(("justinfan", (self.s.login or "").lower() or "\0")):
             self.backoff.connected()
+            self._joined = True
             self.set_state("connected", f"#{self.s.channel}" + (" (anonymous)" if not self._token else ""))
             self.ctx.events.publish("source.connected", source=self.name, channel=self.s.channel)
             return

@@ -76,6 +76,7 @@ class FakeBilibili:
     sessdata: str | None = None  # the cookie value that counts as logged in
     login_uid: int = 4242
     token: str = "danmu-token-1"
+    hosts: list[dict] | None = None  # getDanmuInfo host_list; default: this fake's websocket
     popularity: int = 777
     # Open Platform
     app_id: int = 1234
@@ -289,8 +290,9 @@ class FakeBilibili:
                 return 200, {"code": -352, "message": why}
             if int(req.query.get("id", 0)) != self.real_room:
                 return 200, {"code": 1, "message": "wrong room"}
-            return 200, {"code": 0, "data": {"token": self.token, "host_list": [
-                {"host": "127.0.0.1", "port": self.ws_port, "wss_port": self.ws_port, "ws_port": self.ws_port}]}}
+            hosts = self.hosts or [{"host": "127.0.0.1", "port": self.ws_port, "wss_port": self.ws_port,
+                                    "ws_port": self.ws_port}]  # fmt: skip
+            return 200, {"code": 0, "data": {"token": self.token, "host_list": hosts}}
         if p.startswith("/v2/app/"):
             return self._open(req)
         return 404, {"code": 404}
