@@ -237,3 +237,33 @@ async def test_host_list_rotation_and_rediscovery(tmp_path):
     infos = [r for r in fake.requests if r.path.endswith("getDanmuInfo")]
     assert len(infos) == 3  # a fresh token after each 3 failures in a row
     assert src.status()["state"] == "stopped" and "cannot connect" in src.last_error
+
+
+def _check_config(path, env=None):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "ishowttsd", "--config", str(path), "--check-config"],
+                          capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, ISHOWTTS_DISABLE_PLUGIN_AUTOLOAD="1", **(env or {})))  # fmt: skip
+
+
+def test_example_config_validates_and_bad_tables_explain_themselves(tmp_path):
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent / "config" / "example-sources.toml"
+    r = _check_config(example)
+    assert r.returncode == 0, r.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[sources]]\ntype = "bilibili"\n[[sources]]\ntype = "twitch"\nchannel = "no spaces allowed"\n')
+    r = _check_config(bad)
+    assert r.returncode == 78
+    assert "sources[0]" in r.stderr and "set room_id (web route) or app_id" in r.stderr
+    bad.write_text('[[sources]]\ntype = "bilibili"\napp_id = 1\naccess_key_id_env = "NOPE_UNSET_1"\n'
+                   'access_key_secret_env = "NOPE_UNSET_2"\nauth_code = "x"\n')  # fmt: skip
+    r = _check_config(bad)
+    assert r.returncode == 78 and "environment variable NOPE_UNSET_1 is not set" in r.stderr
+    bad.write_text('[[sources]]\ntype = "twitch"\nchannel = "a b"\n')
+    r = _check_config(bad)
+    assert r.returncode == 78 and "sources[0].channel" in r.stderr and "letters, digits or _" in r.stderr
