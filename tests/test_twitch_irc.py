@@ -42,8 +42,9 @@ def test_privmsg_kinds():
     assert T.strip_emotes(m.text, m.extra["emotes"]) == "hi"
     stripped = T.to_event(T.parse_line(tf.privmsg("c", "alice", "Kappa hi Kappa", emotes="25:0-4,9-13")), strip=True)
     assert stripped.text == "hi"
-    bits = T.to_event(T.parse_line(tf.privmsg("c", "b", "cheer50 gg", bits="50")))
-    assert bits.kind == Kind.BITS and bits.amount == 50 and bits.currency == "bits" and bits.paid
+    bits = T.to_event(T.parse_line(tf.privmsg("c", "b", "cheer50 gg Cheer50", bits="100")))
+    assert bits.kind == Kind.BITS and bits.amount == 100 and bits.currency == "bits" and bits.paid
+    assert bits.text == "gg"
     red = T.to_event(T.parse_line(tf.privmsg("c", "b", "song", custom_reward_id="r1")))
     assert red.kind == Kind.REDEMPTION and red.extra["reward"] == "r1"
     noname = T.to_event(T.parse_line(tf.privmsg("c", "lowercase", "x", display_name="")))
@@ -60,6 +61,8 @@ def test_usernotices_and_deletions():
     assert sub.kind == Kind.SUB and sub.extra["months"] == 7 and sub.text == "msg" and sub.extra["system_msg"] == "sys"
     gift = T.to_event(T.parse_line(tf.usernotice("c", "f", "subgift", "s", msg_param_recipient_display_name="G")))
     assert gift.kind == Kind.SUB and gift.extra["recipient"] == "G" and gift.text == ""
+    # the N subgifts that follow a submysterygift are not announced one by one
+    assert T.to_event(T.parse_line(tf.usernotice("c", "f", "subgift", "s", msg_param_community_gift_id="123"))) is None
     mystery = T.to_event(T.parse_line(tf.usernotice("c", "f", "submysterygift", "s", msg_param_mass_gift_count="5")))
     assert mystery.extra["num"] == 5
     raid = T.to_event(T.parse_line(tf.usernotice("c", "r", "raid", "s", msg_param_viewerCount="9", msg_param_displayName="R")))

@@ -50,6 +50,9 @@ PLATFORM = "bilibili"
 # websockets logs every frame at DEBUG, tokens included: its logger for us never goes below INFO
 _WIRE_LOG = logging.getLogger("ishowttsd.wire.bilibili")
 _WIRE_LOG.setLevel(logging.INFO)
+# httpx logs every request at INFO; a heartbeat every 20 s would flood the daemon's one-line-per-event log
+if logging.getLogger("httpx").level == logging.NOTSET:
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 DEFAULT_UA = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
 )

@@ -176,6 +176,9 @@ def _user(tags: dict[str, str], login: str) -> User:
     )
 
 
+_CHEER = re.compile(r"(?i)(?<!\S)cheer\d+(?!\S)")
+
+
 def _action(text: str) -> tuple[str, bool]:
     if text.startswith("\x01ACTION ") and text.endswith("\x01"):
         return text[8:-1], True
@@ -205,6 +208,7 @@ def to_event(line: IrcLine, strip: bool = False) -> Message | Deletion | None:
         if bits > 0:
             kind, amount, currency = Kind.BITS, float(bits), "bits"
             extra["bits"] = bits
+            text = _CHEER.sub("", text).strip()  # "cheer100 gg" says "gg"; the amount is in the template
         elif t.get("custom-reward-id"):
             kind = Kind.REDEMPTION
             extra["reward"] = t["custom-reward-id"]
@@ -238,6 +242,8 @@ def _usernotice(line: IrcLine, channel: str) -> Message | None:
         extra["months"] = _int(t.get("msg-param-cumulative-months"), 1)
         extra["plan"] = t.get("msg-param-sub-plan", "")
     elif msg_id == "subgift":
+        if t.get("msg-param-community-gift-id"):
+            return None  # one of the N subs of a submysterygift, which was announced once already
         kind = Kind.SUB
         extra["recipient"] = t.get("msg-param-recipient-display-name") or t.get("msg-param-recipient-user-name", "")
         extra["months"] = _int(t.get("msg-param-months"), 1)
@@ -327,6 +333,7 @@ class TwitchSource(Source):
             raise ConfigError(f"sources[{self.name}]: a token needs `login` (the account it belongs to)")
         self.backoff = self.s.reconnect.make()
         self._joined = False
+        self._nick = ""
 
     async def close(self) -> None:
         self.set_state("stopped")
@@ -378,11 +385,12 @@ class TwitchSource(Source):
             await ws.send("CAP REQ :twitch.tv/tags twitch.tv/commands")
             if self._token:
                 tok = self._token if self._token.startswith("oauth:") else f"oauth:{self._token}"
+                self._nick = self.s.login.lower()
                 await ws.send(f"PASS {tok}")
-                await ws.send(f"NICK {self.s.login.lower()}")
             else:
-                await ws.send("PASS SCHMOOPIIE")
-                await ws.send(f"NICK justinfan{random.randint(10000, 99999)}")
+                self._nick = f"justinfan{random.randint(10000, 99999)}"
+                await ws.send("PASS SCHMOOPIIE")  # anything works for justinfan; this is Twitch's own example
+            await ws.send(f"NICK {self._nick}")
             await ws.send(f"JOIN #{self.s.channel}")
             pinged = False
             while True:
@@ -418,7 +426,7 @@ class TwitchSource(Source):
             raise Reconnect("Twitch asked us to reconnect (RECONNECT)")
         if cmd == "NOTICE" and "authentication failed" in line.trailing.lower():
             raise Reconnect("Twitch refused the token (login authentication failed); check token_file/token_env and login")
-        if cmd == "JOIN" and line.nick and line.nick.startswith(("justinfan", (self.s.login or "").lower() or "\0")):
+        if cmd == "JOIN" and line.nick == self._nick:
             self.backoff.connected()
             self._joined = True
             self.set_state("connected", f"#{self.s.channel}" + (" (anonymous)" if not self._token else ""))
