@@ -16,14 +16,9 @@ from fakes.bilibili_twitch_daemon import RunningDaemon
 SECRET = "SECRET-SESSDATA-4f1c2a"
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 async def until(d: RunningDaemon, what: str, pred, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
-    while not pred(await d.request("queue")):
+    while not pred(await d.call("queue")):
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await anyio.sleep(0.05)
 
@@ -88,27 +83,27 @@ async def test_web_route_logged_in_end_to_end(tmp_path):
             assert not any("dog" in s for s in said)  # emoticon danmaku is not read out
 
             # a super chat deleted by a moderator while queued is never spoken
-            await d.request("pause")
+            await d.call("pause")
             await fake.push([bf.superchat(777, "坏人", 1007, "删掉我", 50)])
             await until(d, "the super chat queued", lambda q: waiting(q, "删掉我"))
             await fake.push([bf.superchat_delete(777)])
-            await d.wait_for("the deletion to remove or cut it", lambda: re.search(r"deletion .*777.*(removed=1|cut=1)", d.log()))
-            await d.request("resume")
+            await d.until("the deletion to remove or cut it", lambda: re.search(r"deletion .*777.*(removed=1|cut=1)", d.log()))
+            await d.call("resume")
             await fake.push([bf.danmu("marker-2", 1006, "路人")])
             await d.wait_spoken("marker-2")
             assert not any("删掉我" in x["said"] for x in d.spoken())
 
             # heartbeats flow both ways; LOG_IN_NOTICE while logged in says the cookie may have expired
-            await d.wait_for("two heartbeats", lambda: fake.heartbeats >= 2)
+            await d.until("two heartbeats", lambda: fake.heartbeats >= 2)
             await fake.push([bf.log_in_notice()])
-            await d.wait_for("the login warning", lambda: "LOG_IN_NOTICE" in d.log())
+            await d.until("the login warning", lambda: "LOG_IN_NOTICE" in d.log())
             src = await d.source("bili")
             assert src["state"] == "connected" and src["logged_in"] is True and src["room_id"] == fake.real_room
             assert src["popularity"] == fake.popularity
             assert any("SESSDATA" in w for w in src["warnings"])
             assert src["counters"]["messages"] >= 5 and src["counters"]["deletions"] == 1
             assert src["seconds_since_last_message"] is not None
-            status_text = json.dumps(await d.request("status"), ensure_ascii=False)
+            status_text = json.dumps(await d.call("status"), ensure_ascii=False)
         # the cookie is never logged nor shown
         assert SECRET not in status_text and SECRET not in d.log()
         assert all(SECRET not in r.path + json.dumps(r.query) for r in fake.requests)
@@ -174,18 +169,18 @@ async def test_open_platform_end_to_end(tmp_path, monkeypatch):
             sc = await d.wait_spoken("醒目留言内容")
             assert sc["kind"] == "superchat" and sc["message_id"] == "88"
             await d.wait_spoken("辣条")
-            await d.wait_for("project heartbeats", lambda: fake.open_heartbeats >= 2)
+            await d.until("project heartbeats", lambda: fake.open_heartbeats >= 2)
             # the server forgets the game (a missed heartbeat): 7003, so a new game is started
             fake._games.clear()
-            await d.wait_for("a second game", lambda: len(fake.games_started) >= 2, timeout=15)
-            await d.wait_for("re-auth", lambda: fake.auths[-1].get("game_id") == "game-2")
+            await d.until("a second game", lambda: len(fake.games_started) >= 2, timeout=15)
+            await d.until("re-auth", lambda: fake.auths[-1].get("game_id") == "game-2")
             await fake.wait_connected()
             assert "7003" in d.log()
             await fake.push([bf.open_dm("又回来了", "oid-1", "真名", "msg-2")], ver=2)
             await d.wait_spoken("又回来了")
             s = await d.source("open")
             assert s["route"] == "open_platform" and s["state"] == "connected"
-            status_text = json.dumps(await d.request("status"))
+            status_text = json.dumps(await d.call("status"))
         assert "game-2" in fake.games_ended  # `end` called on shutdown
         assert fake.key_secret not in status_text and fake.key_secret not in d.log()
     finally:

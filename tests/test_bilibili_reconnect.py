@@ -15,11 +15,6 @@ BASE, STEP, CAP, JITTER, HEALTHY = 0.3, 0.3, 0.8, 0.1, 0.5
 SLACK = 0.6  # scheduling and HTTP time on a busy 2-core machine
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 def expected(n: int) -> tuple[float, float]:
     """Backoff delay bounds before attempt n (1-based) of a failure streak."""
     d = min(BASE + STEP * (n - 1), CAP)
@@ -47,7 +42,7 @@ async def test_server_killed_repeatedly(tmp_path):
                 await fake.drop_all()
                 s = await d.wait_state("backoff", timeout=5)
                 assert "reconnecting in" in s["detail"]
-                health = await d.request("health")
+                health = await d.call("health")
                 check = next(c for c in health["checks"] if c["check"] == "source:bili")
                 assert check["level"] == "warn" and health["status"] != "ok"  # a source that is down shows
                 await fake.wait_connected(timeout=15)

@@ -16,11 +16,6 @@ FAST = {"base": 0.2, "factor": 2.0, "step": 0.0, "cap": 1.0, "jitter": 0.05, "he
 TOKEN = "abcd1234secrettoken"
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 def source(fake: FakeTwitch, **kw) -> dict:
     s = {"type": "twitch", "name": "tw", "channel": "SomeChannel", "url": fake.url, "reconnect": FAST}
     s.update(kw)
@@ -71,22 +66,22 @@ async def test_anonymous_chat_end_to_end(tmp_path):
             assert rd["kind"] == "raid" and rd["user"] == "Raider"
 
             # CLEARMSG and CLEARCHAT remove queued speech
-            await d.request("pause")
+            await d.call("pause")
             await fake.send(tf.privmsg(C, "troll", "delete me please", id="bad-1"),
                             tf.privmsg(C, "spammer", "spam one", id="sp-1", user_id="u-spam"),
                             tf.privmsg(C, "spammer", "spam two", id="sp-2", user_id="u-spam"))  # fmt: skip
-            await d.wait_for("three received", lambda: d.log().count("received source=tw") >= 10)
+            await d.until("three received", lambda: d.log().count("received source=tw") >= 10)
             await fake.send(tf.tagged({"login": "troll", "target-msg-id": "bad-1"}, f":tmi.twitch.tv CLEARMSG #{C} :delete me please"),
                             tf.tagged({"ban-duration": "600", "target-user-id": "u-spam"}, f":tmi.twitch.tv CLEARCHAT #{C} :spammer"))  # fmt: skip
-            await d.wait_for("two deletions", lambda: d.log().count("deletion platform=twitch") >= 2)
-            await d.request("resume")
+            await d.until("two deletions", lambda: d.log().count("deletion platform=twitch") >= 2)
+            await d.call("resume")
             # PING answered, then RECONNECT: a new connection, joined again, chat keeps flowing
             pongs = fake.pongs
             await fake.ping()
-            await d.wait_for("PONG", lambda: fake.pongs > pongs)
+            await d.until("PONG", lambda: fake.pongs > pongs)
             joins = len(fake.joins)
             await fake.reconnect()
-            await d.wait_for("a rejoin", lambda: len(fake.joins) > joins)
+            await d.until("a rejoin", lambda: len(fake.joins) > joins)
             await fake.wait_joined()
             await fake.send(tf.privmsg(C, "alice", "after reconnect", id="m-9"))
             await d.wait_spoken("after reconnect")
@@ -125,7 +120,7 @@ async def test_token_login_never_logged_and_reconnect_backoff(tmp_path, monkeypa
                     assert lo - 0.02 <= gap <= lo + FAST["jitter"] + 0.6, gaps
                 await fake.send(tf.privmsg(fake.channel, "alice", f"round {rnd} back", id=f"r{rnd}"))
                 await d.wait_spoken(f"round {rnd} back")
-            status_text = json.dumps(await d.request("status"))
+            status_text = json.dumps(await d.call("status"))
             assert (await d.source("tw"))["anonymous"] is False
         assert TOKEN not in status_text and TOKEN not in d.log()
     finally:

@@ -1,21 +1,20 @@
 """The real `ishowttsd` as a subprocess, for the live-source end-to-end tests.
 
 It speaks with the embedded espeak engine into a `file` sink; tests read `spoken.jsonl`
-and query the control socket with :func:`ishowttsd.control.client_request`.
+and query the control socket with :func:`ishowttsd.control.client_request`. Built on
+`tests/daemon_process.py`, with async waits (the fake servers run in the test's event loop).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import anyio
+from daemon_process import DaemonProcess, spoken_log
 
 from ishowttsd.control import ControlError, client_request
 
@@ -38,13 +37,11 @@ def _table(header: str, d: dict[str, Any]) -> str:
     return f"{header}\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in d.items()) + "\n"
 
 
-class RunningDaemon:
+class RunningDaemon(DaemonProcess):
+    """:class:`DaemonProcess` for tests whose fake servers share the test's event loop: every
+    wait here is async, so the fakes keep answering while the daemon starts, runs and stops."""
+
     def __init__(self, tmp: Path, sources: list[dict[str, Any]], templates: dict[str, str] | None = None) -> None:
-        self.dir = tmp
-        self.config = tmp / "ishowtts.toml"
-        self.socket = tmp / "ctl.sock"
-        self.out = tmp / "out"
-        self.log_path = tmp / "daemon.log"
         text = _table("[daemon]", {"state_dir": "state", "log_level": "debug"})
         text += _table("[engine]", {"default": "espeak", "fallback": "espeak", "warmup": False})
         text += _table("[engine.espeak]", {"rate": 450})
@@ -53,22 +50,17 @@ class RunningDaemon:
         text += _table("[[sinks]]", {"type": "file", "directory": "out"})
         text += _table("[moderation]", {"max_chars": 200})
         text += _table("[moderation.templates]", templates or {"danmaku": "{user}: {text}"})
-        self.config.write_text(text, encoding="utf-8")
-        self.proc: subprocess.Popen | None = None
+        super().__init__(tmp, text, wait_ready=False)
+        self.out = self.tmp / "out"
 
     async def __aenter__(self) -> RunningDaemon:
-        env = dict(os.environ, ISHOWTTS_DISABLE_PLUGIN_AUTOLOAD="1", PYTHONUNBUFFERED="1")
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ishowttsd", "--config", str(self.config), "--socket", str(self.socket)],
-            stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=self.dir,
-        )
+        self.start()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ishowttsd exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                st = await self.request("status")
+                st = await self.call("status")
                 if st["state"] == "running":
                     return self
             except (OSError, ControlError):
@@ -77,11 +69,12 @@ class RunningDaemon:
         raise RuntimeError(f"ishowttsd did not become ready:\n{self.log()}")
 
     async def __aexit__(self, *exc) -> None:
-        await self.stop()
+        await self.astop()
 
-    async def stop(self) -> int:
-        if self.proc is None:
-            return 0
+    async def astop(self) -> int | None:
+        """SIGTERM and wait without blocking the loop (shutdown may call the fakes, e.g. Open Platform `end`)."""
+        if self.proc is None or self._log.closed:
+            return None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             with anyio.move_on_after(15):
@@ -91,30 +84,23 @@ class RunningDaemon:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
-        rc = self.proc.returncode
-        self.proc = None
-        return rc
+        return self.proc.returncode
 
-    def log(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
-
-    async def request(self, method: str, params: dict | None = None) -> Any:
+    async def call(self, method: str, params: dict | None = None) -> Any:
+        """A control request, run in a thread so the fakes keep serving."""
         return await anyio.to_thread.run_sync(lambda: client_request(self.socket, method, params, 10.0))
 
     async def source(self, name: str | None = None) -> dict[str, Any]:
-        st = await self.request("status")
+        st = await self.call("status")
         for s in st["sources"]:
             if name is None or s["name"] == name:
                 return s
         raise KeyError(name)
 
     def spoken(self) -> list[dict[str, Any]]:
-        p = self.out / "spoken.jsonl"
-        if not p.exists():
-            return []
-        return [json.loads(ln) for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        return spoken_log(self.out)
 
-    async def wait_for(self, what: str, pred: Callable[[], Any], timeout: float = 20.0) -> Any:
+    async def until(self, what: str, pred: Callable[[], Any], timeout: float = 20.0) -> Any:
         deadline = time.monotonic() + timeout
         while True:
             got = pred()
@@ -127,7 +113,7 @@ class RunningDaemon:
             await anyio.sleep(0.05)
 
     async def wait_spoken(self, text: str, timeout: float = 20.0) -> dict[str, Any]:
-        return await self.wait_for(
+        return await self.until(
             f"{text!r} in spoken.jsonl", lambda: next((r for r in self.spoken() if text in r["said"]), None), timeout
         )
 
