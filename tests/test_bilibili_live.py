@@ -144,7 +144,7 @@ async def test_web_route_anonymous_survives_bombs_and_junk(tmp_path):
 
 @pytest.mark.anyio
 async def test_open_platform_end_to_end(tmp_path, monkeypatch):
-    fake = FakeBilibili(open_start_faults=[7007])
+    fake = FakeBilibili(open_start_faults=[7007, 7010])
     await fake.start()
     monkeypatch.setenv("TEST_BILI_KEY_ID", fake.key_id)
     monkeypatch.setenv("TEST_BILI_KEY_SECRET", fake.key_secret)
@@ -158,7 +158,9 @@ async def test_open_platform_end_to_end(tmp_path, monkeypatch):
     try:
         async with RunningDaemon(tmp_path, [src]) as d:
             await fake.wait_connected()
-            assert "7007" in d.log() and "身份码" in d.log()  # the first start was refused and explained
+            # the first starts were refused, and the status line said why
+            assert "error 7007: the 身份码 (auth_code) is wrong" in d.log()
+            assert "error 7010: too many connections to this room" in d.log()
             assert fake.signature_errors == []
             assert fake.auths[-1]["game_id"] == "game-1"
             await fake.push([bf.open_dm("开放平台你好", "oid-1", "真名", "msg-1"),
@@ -262,3 +264,31 @@ def test_example_config_validates_and_bad_tables_explain_themselves(tmp_path):
     bad.write_text('[[sources]]\ntype = "twitch"\nchannel = "a b"\n')
     r = _check_config(bad)
     assert r.returncode == 78 and "sources[0].channel" in r.stderr and "letters, digits or _" in r.stderr
+
+
+@pytest.mark.anyio
+async def test_open_platform_wrong_secret_is_explained(tmp_path, monkeypatch):
+    from ishowttsd.config import Config
+    from ishowttsd.events import EventBus
+    from ishowttsd.plugins import load_builtin
+    from ishowttsd.source import SourceContext
+
+    B = load_builtin("sources/bilibili")
+    fake = FakeBilibili()
+    await fake.start()
+    monkeypatch.setenv("T_KID", fake.key_id)
+    monkeypatch.setenv("T_SECRET", "not-the-secret")
+    ctx = SourceContext(lambda s, m: None, lambda s, d: None, EventBus(), Config(), tmp_path)
+    settings = B.BilibiliSettings(type="bilibili", app_id=fake.app_id, access_key_id_env="T_KID",
+                                  access_key_secret_env="T_SECRET", auth_code=fake.code, open_api_base=fake.base,
+                                  reconnect={"base": 0.01, "step": 0, "jitter": 0, "cap": 0.05})  # fmt: skip
+    src = B.BilibiliSource(settings, ctx)
+    try:
+        with anyio.move_on_after(1):
+            await src.run()
+        await src.close()
+    finally:
+        await fake.stop()
+    assert fake.signature_errors and set(fake.signature_errors) == {"bad signature"}
+    assert "error 4002" in src.last_error and "access key secret" in src.last_error
+    assert "not-the-secret" not in src.last_error and not fake.games_started

@@ -602,13 +602,21 @@ class RiskControl(Retry):
     pass
 
 
+# Open Platform answer codes worth a sentence in `status` (from the platform's public error table)
 OPEN_ERRORS = {
-    7007: "the 身份码 (auth_code) is wrong; the streamer finds it in the live tool's 互动玩法 page",
-    7010: "too many connections to this room; close other tools using this app, or wait for the old session to time out",
-    7003: "the interactive session was closed (heartbeat missed); starting a new one",
-    7001: "the request was refused; check app_id and that the app is approved",
-    4000: "the access key id or secret is wrong",
+    4001: "the access key id is not valid; check access_key_id_file / access_key_id_env",
+    4002: "the signature was refused; check the access key secret (access_key_secret_file / _env)",
+    4003: "the request timestamp is too old; check this machine's clock (NTP)",
+    4012: "the body MD5 did not match (a proxy rewrote the request?)",
+    7001: "the previous session is still being settled; retrying in a little while",
+    7002: "this room already runs an interactive session; close the other tool, or wait for it to time out",
+    7003: "the interactive session expired (heartbeat missed or game closed); starting a new one",
+    7007: "the 身份码 (auth_code) is wrong; the streamer finds it in the live tool under 互动玩法",
+    7010: "too many connections to this room; close other tools using this app, or wait for old sessions to expire",
+    8002: "this app has no access to the project; check app_id",
 }
+# codes that retrying soon cannot fix: wait at least the backoff cap
+OPEN_FATALISH = {4001, 4002, 7002, 7007, 7010, 8002}
 
 
 class BilibiliSource(Source):
@@ -828,7 +836,7 @@ class BilibiliSource(Source):
         code = resp.get("code") if isinstance(resp, dict) else None
         if code != 0:
             why = OPEN_ERRORS.get(code, resp.get("message") if isinstance(resp, dict) else "")
-            least = self.s.reconnect.cap if code in (7007, 7010, 4000, 7001) else 0.0
+            least = self.s.reconnect.cap if code in OPEN_FATALISH else (10.0 if code == 7001 else 0.0)
             raise Retry(f"Open Platform {path} error {code}: {why}", least=least)
         return resp.get("data") or {}
 

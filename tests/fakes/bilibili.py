@@ -299,23 +299,27 @@ class FakeBilibili:
 
     def _open(self, req: Request) -> tuple[int, Any]:
         h = req.headers
-        why = None
+        why, code = None, 0
         names = ["x-bili-accesskeyid", "x-bili-content-md5", "x-bili-signature-method",
                  "x-bili-signature-nonce", "x-bili-signature-version", "x-bili-timestamp"]  # fmt: skip
         if any(n not in h for n in names):
-            why = "missing signature headers"
+            why, code = "missing signature headers", 4000
         elif h["x-bili-accesskeyid"] != self.key_id:
-            why = "unknown access key"
+            why, code = "unknown access key", 4001
+        elif abs(time.time() - int(h["x-bili-timestamp"])) > 300:
+            why, code = "stale timestamp", 4003
         elif h["x-bili-content-md5"] != hashlib.md5(req.body).hexdigest():
-            why = "content md5 mismatch"
+            why, code = "content md5 mismatch", 4012
+        elif h.get("content-type") != "application/json" or h.get("accept") != "application/json":
+            why, code = "content-type/accept must be application/json", 4011
         else:
             text = "\n".join(f"{n}:{h[n]}" for n in names)
             want = hmac.new(self.key_secret.encode(), text.encode(), hashlib.sha256).hexdigest()
             if h.get("authorization") != want:
-                why = "bad signature"
+                why, code = "bad signature", 4002
         if why:
             self.signature_errors.append(why)
-            return 200, {"code": 4000, "message": why}
+            return 200, {"code": code, "message": why}
         body = json.loads(req.body or b"{}")
         if req.path == "/v2/app/start":
             if self.open_start_faults:
