@@ -97,7 +97,7 @@ async def test_anonymous_chat_end_to_end(tmp_path):
 
 @pytest.mark.anyio
 async def test_token_login_never_logged_and_reconnect_backoff(tmp_path, monkeypatch):
-    fake = FakeTwitch()
+    fake = FakeTwitch(valid_token=TOKEN)
     await fake.start()
     monkeypatch.setenv("TEST_TWITCH_TOKEN", TOKEN)
     try:
@@ -123,5 +123,22 @@ async def test_token_login_never_logged_and_reconnect_backoff(tmp_path, monkeypa
             status_text = json.dumps(await d.call("status"))
             assert (await d.source("tw"))["anonymous"] is False
         assert TOKEN not in status_text and TOKEN not in d.log()
+    finally:
+        await fake.stop()
+
+
+@pytest.mark.anyio
+async def test_refused_token_is_explained(tmp_path):
+    fake = FakeTwitch(valid_token=TOKEN)
+    await fake.start()
+    (tmp_path / "token").write_text("oauth:wrong-token-value\n")
+    try:
+        async with RunningDaemon(tmp_path, [source(fake, login="MyBot", token_file="token")]) as d:
+            await d.until("two refused logins", lambda: sum(ln.startswith("PASS") for ln in fake.received) >= 2)
+            s = await d.source("tw")
+            assert s["state"] in ("backoff", "down") and "refused the token" in s["last_error"]
+            health = await d.call("health")
+            assert next(c for c in health["checks"] if c["check"] == "source:tw")["level"] == "warn"
+        assert "wrong-token-value" not in d.log()
     finally:
         await fake.stop()

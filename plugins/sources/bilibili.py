@@ -21,6 +21,7 @@ wait at least ``risk_control_delay`` seconds, because fast retries make them las
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -691,7 +692,7 @@ class BilibiliSource(Source):
                 least, rediscover = 0.0, False
                 if isinstance(e, Retry):
                     reason, least, rediscover = str(e), e.least, e.rediscover
-                elif isinstance(e, (httpx.HTTPError, OSError, WebSocketException, TimeoutError)):
+                elif isinstance(e, (httpx.HTTPError, OSError, WebSocketException, TimeoutError, asyncio.TimeoutError)):
                     reason = _describe(e)
                 else:  # a bug or a surprise: report it and keep the source alive
                     self.log.error("unexpected error in the session", exc_info=e)
@@ -895,12 +896,15 @@ class BilibiliSource(Source):
             open_timeout=self.s.auth_timeout, ping_interval=None, close_timeout=2, compression=None, logger=_WIRE_LOG,
         ) as ws:  # fmt: skip
             await ws.send(auth_packet)
-            with anyio.fail_after(self.s.auth_timeout):
-                while True:
-                    frame = await ws.recv()
-                    reply = next((p for p in self._packets(frame) if p.op == OP_AUTH_REPLY), None)
-                    if reply is not None:
-                        break
+            try:
+                with anyio.fail_after(self.s.auth_timeout):
+                    while True:
+                        frame = await ws.recv()
+                        reply = next((p for p in self._packets(frame) if p.op == OP_AUTH_REPLY), None)
+                        if reply is not None:
+                            break
+            except TimeoutError:
+                raise Retry(f"no answer to the auth packet within {self.s.auth_timeout:g} s", rediscover=True) from None
             code = _auth_code(reply.body)
             if code != 0:
                 hint = "the token was refused; fetching a new one" if code == -101 else "authentication refused"
@@ -918,7 +922,7 @@ class BilibiliSource(Source):
                         self._handle(self._packets(frame))
                 except ConnectionClosed as e:
                     raise Retry(f"the server closed the connection ({e.rcvd.code if e.rcvd else 'no close frame'})") from None
-                except TimeoutError:
+                except (TimeoutError, asyncio.TimeoutError):  # distinct classes on Python 3.10
                     raise Retry("no data for too long (missed heartbeat replies); reconnecting") from None
                 finally:
                     tg.cancel_scope.cancel()
@@ -1019,7 +1023,7 @@ def _describe(e: BaseException) -> str:
         except RuntimeError:
             where = "the API"
         return f"{type(e).__name__} talking to {where}: {e}".rstrip(": ")
-    if isinstance(e, TimeoutError):
+    if isinstance(e, (TimeoutError, asyncio.TimeoutError)):
         return "timed out"
     if isinstance(e, OSError):
         return f"cannot connect: {e.strerror or e}"

@@ -10,6 +10,7 @@ Reconnects use :class:`ishowttsd.backoff.Backoff` (1 s doubling to 16 s by defau
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import re
@@ -366,7 +367,7 @@ class TwitchSource(Source):
                     reason = f"websocket handshake refused (HTTP {e.response.status_code})"
                 elif isinstance(e, ConnectionClosed):
                     reason = "the connection dropped"
-                elif isinstance(e, (OSError, WebSocketException, TimeoutError)):
+                elif isinstance(e, (OSError, WebSocketException, TimeoutError, asyncio.TimeoutError)):
                     reason = f"cannot connect: {getattr(e, 'strerror', None) or e or type(e).__name__}"
                 else:
                     self.log.error("unexpected error in the session", exc_info=e)
@@ -380,7 +381,7 @@ class TwitchSource(Source):
     async def _session(self) -> None:
         async with ws_connect(
             self.s.url, open_timeout=self.s.connect_timeout, ping_interval=None, close_timeout=2,
-            max_size=64 * 1024, compression=None, logger=_WIRE_LOG,
+            max_size=1024 * 1024, compression=None, logger=_WIRE_LOG,
         ) as ws:  # fmt: skip
             await ws.send("CAP REQ :twitch.tv/tags twitch.tv/commands")
             if self._token:
@@ -397,7 +398,7 @@ class TwitchSource(Source):
                 try:
                     with anyio.fail_after(self.s.pong_timeout if pinged else self.s.idle_timeout):
                         frame = await ws.recv()
-                except TimeoutError:
+                except (TimeoutError, asyncio.TimeoutError):  # distinct classes on Python 3.10
                     if pinged:
                         raise Reconnect("no answer to our PING; the connection is dead") from None
                     await ws.send("PING :tmi.twitch.tv")

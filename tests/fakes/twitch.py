@@ -42,6 +42,7 @@ def usernotice(channel: str, login: str, msg_id: str, system_msg: str, text: str
 class FakeTwitch:
     channel: str = "somechannel"
     refuse_handshakes: int = 0
+    valid_token: str | None = None  # when set, PASS oauth:<other> gets "Login authentication failed"
     attempts: list[float] = field(default_factory=list)
     joins: list[tuple[float, str]] = field(default_factory=list)  # (time, nick)
     received: list[str] = field(default_factory=list)  # every line clients sent
@@ -102,7 +103,7 @@ class FakeTwitch:
         await asyncio.wait_for(self.joined.wait(), timeout)
 
     async def _ws(self, ws: ServerConnection) -> None:
-        nick = ""
+        nick, password = "", ""
         try:
             async for frame in ws:
                 if not isinstance(frame, str):
@@ -115,8 +116,14 @@ class FakeTwitch:
                     cmd, _, arg = line.partition(" ")
                     if cmd == "CAP":
                         await ws.send(":tmi.twitch.tv CAP * ACK :twitch.tv/tags twitch.tv/commands\r\n")
+                    elif cmd == "PASS":
+                        password = arg.strip()
                     elif cmd == "NICK":
                         nick = arg.strip()
+                        if not nick.startswith("justinfan") and self.valid_token and password != f"oauth:{self.valid_token}":
+                            await ws.send(":tmi.twitch.tv NOTICE * :Login authentication failed\r\n")
+                            await ws.close()
+                            return
                         await ws.send(f":tmi.twitch.tv 001 {nick} :Welcome, GLHF!\r\n")
                     elif cmd == "JOIN":
                         chan = arg.strip().lstrip("#")
