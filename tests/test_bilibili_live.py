@@ -66,13 +66,16 @@ async def test_web_route_logged_in_end_to_end(tmp_path):
             # several brotli packets in one frame, then zlib, then raw JSON
             await fake.push([bf.danmu("主播晚上好", 1001, "小明", id_str="dm-1", medal=[8, "猫猫", "主播", 66], guard=3),
                              bf.gift("老板", 1002, "小电视", 2, 1000)], ver=3, split=2)  # fmt: skip
-            await fake.push([bf.superchat(501, "大佬", 1003, "唱首歌吧", 30)], ver=2)
+            await fake.push([bf.superchat(501, "大佬", 1003, "唱首歌吧", 30), bf.gift_v2("新版", 1008, "粉丝团灯牌", 1, 1000)],
+                            ver=2)  # fmt: skip
             await fake.push([bf.guard_buy("舰长君", 1004), bf.user_toast("舰长君", 1004)], ver=0)
             await fake.push([bf.danmu("[dog]", 1005, "表情党", dm_type=1)], ver=3)
             r = await d.wait_spoken("主播晚上好")
             assert r["user"] == "小明" and r["user_id"] == "1001" and r["message_id"] == "dm-1" and r["kind"] == "danmaku"
             g = await d.wait_spoken("小电视")
             assert g["kind"] == "gift" and g["user"] == "老板"
+            g2 = await d.wait_spoken("粉丝团灯牌")  # SEND_GIFT_V2: protobuf in data.pb
+            assert g2["user"] == "新版" and g2["priority"] == "paid"
             sc = await d.wait_spoken("唱首歌吧")
             assert sc["kind"] == "superchat" and sc["message_id"] == "501" and sc["priority"] == "paid"
             await d.wait_spoken("舰长君")

@@ -150,6 +150,28 @@ def test_gift_superchat_guard_deletion():
     assert B.command_name({"cmd": "DANMU_MSG:4:0:2:2:2:0"}) == "DANMU_MSG"
 
 
+def test_send_gift_v2_protobuf():
+    m = B.parse_command(bf.gift_v2("新版礼物人", 321, "粉丝团灯牌", 3, 1000, tid="tid-9"))
+    assert m.kind == Kind.GIFT and m.user.name == "新版礼物人" and m.user.id == "321" and m.user.guard_level == 3
+    assert m.extra["gift"] == "粉丝团灯牌" and m.extra["num"] == 3 and m.amount == 3.0 and m.paid and m.id == "tid-9"
+    free = B.parse_command(bf.gift_v2("x", 1, "辣条", 1, 100, coin_type="silver"))
+    assert not free.paid and free.amount is None
+    for bad in ({"pb": "!!notbase64"}, {"pb": ""}, {"pb": "CP///w=="}, {}):
+        with pytest.raises((ValueError, KeyError)):
+            B.parse_command({"cmd": "SEND_GIFT_V2", "data": bad})
+    assert B.pb_fields(bf.pb_encode([(1, 2**63), (2, "x")])) == {1: [2**63], 2: [b"x"]}
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=300))
+def test_fuzz_protobuf_reader(data):
+    try:
+        fields = B.pb_fields(data)
+    except ValueError:
+        return
+    assert sum(len(v) for v in fields.values()) <= len(data)
+
+
 def test_open_platform_commands():
     m = B.parse_command(bf.open_dm("hi", "oid", "名字", "mid"))
     assert m.user.id == "oid" and m.user.name == "名字" and m.id == "mid" and m.user.medal_level == 5
@@ -218,6 +240,7 @@ def test_fuzz_commands_raise_only_counted_errors(cmd, data, info):
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.sampled_from([bf.danmu("x", 1, "n"), bf.gift("a", 1, "g", 1, 100), bf.superchat(1, "u", 1, "t", 30),
+                                 bf.gift_v2("a", 1, "g", 1, 100),
                                  bf.guard_buy("g", 1), bf.user_toast("g", 1), bf.superchat_delete(1)]), min_size=1),
        st.data())  # fmt: skip
 def test_fuzz_mutated_real_commands(cmds, data):

@@ -10,6 +10,7 @@ an auth failure, refused handshakes, dropped connections, LOG_IN_NOTICE.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import json
@@ -406,3 +407,31 @@ def open_gift(open_id: str, uname: str, gift_name: str, num: int, price: int, pa
     return {"cmd": "LIVE_OPEN_PLATFORM_SEND_GIFT", "data": {"open_id": open_id, "uid": 0, "uname": uname,
             "gift_name": gift_name, "gift_num": num, "price": price, "paid": paid, "msg_id": f"g-{open_id}",
             "combo_info": {"combo_id": "c1"}}}
+
+
+def _pb_varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def pb_encode(fields: list[tuple[int, int | str | bytes]]) -> bytes:
+    """A protobuf message from (field number, value) pairs: ints as varints, str/bytes length-delimited."""
+    out = b""
+    for no, v in fields:
+        if isinstance(v, int):
+            out += _pb_varint(no << 3) + _pb_varint(v)
+        else:
+            raw = v.encode() if isinstance(v, str) else v
+            out += _pb_varint(no << 3 | 2) + _pb_varint(len(raw)) + raw
+    return out
+
+
+def gift_v2(uname: str, uid: int, name: str, num: int, price: int, coin_type: str = "gold", tid: str = "t-v2") -> dict:
+    item = pb_encode([(1, 31036), (2, name), (3, num), (5, price), (7, price * num), (8, coin_type), (9, tid),
+                      (10, 1700000000)])  # fmt: skip
+    top = pb_encode([(1, uid), (2, uname), (3, "https://face"), (5, 3), (10, item), (11, 1)])
+    return {"cmd": "SEND_GIFT_V2", "data": {"pb": base64.b64encode(top).decode()}}
