@@ -258,3 +258,17 @@ def test_fuzz_mutated_real_commands(cmds, data):
             B.parse_command(c)
         except ERRORS:
             pass
+
+
+def test_worst_case_frames_are_linear():
+    import time
+
+    tiny = B.make_packet(5, b"", ver=0) * (1024 * 1024 // 16)  # a 1 MiB frame of empty packets
+    t = time.perf_counter()
+    res = B.parse_frame(tiny, CAP)
+    assert len(res.packets) == 65536 and time.perf_counter() - t < 5
+    inner = B.make_packet(5, b"{}", ver=0) * 50_000
+    many = B.make_packet(5, zlib.compress(inner), ver=2)
+    t = time.perf_counter()
+    res = B.parse_frame(many, len(inner))
+    assert len(res.packets) == 50_000 and time.perf_counter() - t < 5

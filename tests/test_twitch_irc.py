@@ -126,3 +126,13 @@ def test_oversized_line_is_refused_quickly():
     ev = T.to_event(T.parse_line(tf.privmsg("c", "u", "x" * 400, emotes="1:" + ",".join(f"{i}-{i}" for i in range(400)))),
                     strip=True)  # fmt: skip
     assert ev.text == ""
+
+
+def test_a_megabyte_frame_of_lines_is_linear():
+    import time
+
+    line = tf.privmsg("c", "u", "hello " * 80, emotes="1:0-4,6-10") + "\r\n"
+    frame = line * (1024 * 1024 // len(line))
+    t = time.perf_counter()
+    n = sum(1 for ln in T.split_lines(frame) if T.to_event(T.parse_line(ln), strip=True))
+    assert n == 1024 * 1024 // len(line) and time.perf_counter() - t < 10
