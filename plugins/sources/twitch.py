@@ -355,9 +355,7 @@ class TwitchSource(Source):
             try:
                 await self._session()
                 reason = "the server closed the connection"
-            except Reconnect as e:
-                reason = str(e)
-            except Exception as exc:
+            except Exception as exc:  # Reconnect, network errors, or a surprise: never fatal
                 e = exc
                 while getattr(e, "exceptions", None):
                     e = e.exceptions[0]
