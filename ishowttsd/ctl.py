@@ -14,6 +14,9 @@ from ishowttsd.config import default_socket_path
 from ishowttsd.control import ControlError, client_request
 
 EXIT_OK, EXIT_ERROR, EXIT_NO_DAEMON = 0, 1, 3
+# `health` follows the monitoring-plugin convention: 0 ok, 1 warn, 2 fail (a daemon that is not
+# running is a failure), 3 unknown (the daemon could not be asked)
+HEALTH_FAIL, HEALTH_UNKNOWN = 2, 3
 
 
 def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
@@ -154,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ishowttsctl", description="Control a running ishowttsd.")
     ap.add_argument("--socket", help=f"control socket (default {default_socket_path()})")
     ap.add_argument("--json", action="store_true", help="print JSON for scripts")
+    ap.add_argument("--timeout", type=float, help="seconds to wait for an answer (default 30; bench 3600)")
     sub = ap.add_subparsers(dest="verb", required=True, metavar="VERB")
     sub.add_parser("status", help="what the daemon is doing")
     sub.add_parser("health", help="self-checks; exit 0 ok, 1 warn, 2 fail")
@@ -220,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         if verb == "watch":
             return _watch(path, args.json)
         # a bench on a big model takes minutes
-        result = client_request(path, method, params, timeout=3600.0 if verb == "bench" else 30.0)
+        timeout = args.timeout or (3600.0 if verb == "bench" else 30.0)
+        result = client_request(path, method, params, timeout=timeout)
     except (FileNotFoundError, ConnectionRefusedError):
         print(
             f"ishowttsctl: ishowttsd is not running (nothing listens on {path}).\n"
@@ -228,13 +233,20 @@ def main(argv: list[str] | None = None) -> int:
             f"  or point at its socket with --socket PATH",
             file=sys.stderr,
         )
-        return EXIT_NO_DAEMON
+        return HEALTH_FAIL if verb == "health" else EXIT_NO_DAEMON
     except PermissionError:
         print(f"ishowttsctl: permission denied on {path}; run as the daemon's user or join its group", file=sys.stderr)
-        return EXIT_NO_DAEMON
+        return HEALTH_UNKNOWN if verb == "health" else EXIT_NO_DAEMON
     except ControlError as e:
         print(f"ishowttsctl: {e.code}: {e.message}", file=sys.stderr)
-        return EXIT_ERROR
+        return HEALTH_UNKNOWN if verb == "health" else EXIT_ERROR
+    except TimeoutError:
+        print(f"ishowttsctl: ishowttsd at {path} did not answer in time; it may be overloaded or hung "
+              f"(check `journalctl -u ishowttsd`)", file=sys.stderr)  # fmt: skip
+        return HEALTH_UNKNOWN if verb == "health" else EXIT_ERROR
+    except OSError as e:
+        print(f"ishowttsctl: cannot talk to ishowttsd at {path}: {e}", file=sys.stderr)
+        return HEALTH_UNKNOWN if verb == "health" else EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_OK
     print(json.dumps(result, ensure_ascii=False, indent=2) if args.json else _human(verb, result))

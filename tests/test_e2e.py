@@ -143,6 +143,21 @@ def test_ctl_without_daemon_says_how_to_start(tmp_path):
     r = subprocess.run([sys.executable, "-m", "ishowttsd.ctl", "--socket", str(sock), "status"], capture_output=True, text=True)
     assert r.returncode == 3
     assert str(sock) in r.stderr and "ishowttsd --config" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "ishowttsd.ctl", "--socket", str(sock), "health"], capture_output=True, text=True)
+    assert r.returncode == 2, "for monitoring, a daemon that is not running is a failure"
+    # a socket that accepts but never answers: the check could not run (3 = unknown), with advice
+    import socket as _s
+
+    hung = tmp_path / "hung.sock"
+    srv = _s.socket(_s.AF_UNIX, _s.SOCK_STREAM)
+    srv.bind(str(hung))
+    srv.listen(1)
+    try:
+        r = subprocess.run([sys.executable, "-m", "ishowttsd.ctl", "--socket", str(hung), "--timeout", "1", "health"],
+                           capture_output=True, text=True, timeout=30)  # fmt: skip
+    finally:
+        srv.close()
+    assert r.returncode == 3 and "did not answer in time" in r.stderr
 
 
 def test_second_daemon_on_same_socket_is_refused(daemon, tmp_path):

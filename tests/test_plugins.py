@@ -148,3 +148,18 @@ def test_entry_point_plugins_are_loaded(tmp_path, monkeypatch):
     pm.load_all()
     assert "hello_ep" in pm.sources
     assert any(r.origin == "entrypoint" and r.name == "hello_ep" for r in pm.records)
+
+
+def test_a_plugin_that_exits_is_broken_not_fatal(tmp_path):
+    d = make_dir(tmp_path, {"quitter.py": "import sys\nsys.exit(3)\n", "hello.py": GOOD})
+    pm = PluginManager()
+    pm.load_all(extra_dirs=[d], autoload=False)
+    assert [r.name for r in pm.broken] == ["quitter"] and "SystemExit" in pm.broken[0].error
+    assert "hello" in pm.sources
+
+
+def test_a_configured_plugin_folder_that_is_missing_is_reported(tmp_path):
+    pm = PluginManager()
+    pm.load_all(extra_dirs=[tmp_path / "nope"], autoload=False)
+    [rec] = pm.broken
+    assert "plugin_dirs" in rec.error and "does not exist" in rec.error

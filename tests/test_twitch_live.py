@@ -90,7 +90,9 @@ async def test_anonymous_chat_end_to_end(tmp_path):
             s = await d.source("tw")
             assert s["state"] == "connected" and s["anonymous"] is True and s["channel"] == "somechannel"
             assert s["counters"]["deletions"] == 2 and s["counters"]["pings"] >= 1 and s["reconnects"] == 1
-            assert "RECONNECT" in s["last_error"]
+            # a planned RECONNECT reconnects at once: no backoff wait, not counted as an error
+            assert 'state=connecting detail="Twitch asked us to reconnect (RECONNECT)"' in d.log()
+            assert "RECONNECT); reconnecting in" not in d.log()
     finally:
         await fake.stop()
 

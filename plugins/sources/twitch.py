@@ -317,7 +317,11 @@ class TwitchSettings(SourceSettings):
 
 
 class Reconnect(Exception):
-    pass
+    """The session must end. A planned one (Twitch's RECONNECT) reconnects at once, no backoff."""
+
+    def __init__(self, reason: str, planned: bool = False) -> None:
+        super().__init__(reason)
+        self.planned = planned
 
 
 class TwitchSource(Source):
@@ -335,6 +339,7 @@ class TwitchSource(Source):
         self.backoff = self.s.reconnect.make()
         self._joined = False
         self._nick = ""
+        self._last_planned = -1e9
 
     async def close(self) -> None:
         self.set_state("stopped")
@@ -352,6 +357,7 @@ class TwitchSource(Source):
             else:
                 self.set_state("connecting", f"#{self.s.channel}")
             self._joined = False
+            e: BaseException | None = None
             try:
                 await self._session()
                 reason = "the server closed the connection"
@@ -371,6 +377,14 @@ class TwitchSource(Source):
                     self.log.error("unexpected error in the session", exc_info=e)
                     reason = f"unexpected {type(e).__name__}: {e}"
             failures = 1 if self._joined else failures + 1
+            now = time.monotonic()
+            if isinstance(e, Reconnect) and e.planned and self._joined and now - self._last_planned > 10.0:
+                # Twitch is moving us (server restart): open a new connection and rejoin now;
+                # a second RECONNECT within seconds goes through the backoff like any failure
+                self._last_planned = now
+                self.counters["reconnects"] += 1
+                self.set_state("connecting", reason)
+                continue
             delay = self.backoff.next_delay()
             self.counters["reconnects"] += 1
             self.set_state("backoff", f"{reason}; reconnecting in {delay:.1f} s", error=reason)
@@ -422,7 +436,7 @@ class TwitchSource(Source):
             self.counters["pings"] += 1
             return
         if cmd == "RECONNECT":
-            raise Reconnect("Twitch asked us to reconnect (RECONNECT)")
+            raise Reconnect("Twitch asked us to reconnect (RECONNECT)", planned=True)
         if cmd == "NOTICE" and "authentication failed" in line.trailing.lower():
             raise Reconnect("Twitch refused the token (login authentication failed); check token_file/token_env and login")
         if cmd == "JOIN" and line.nick == self._nick:
