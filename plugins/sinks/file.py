@@ -60,11 +60,14 @@ class FileSink(Sink):
 
     async def start(self) -> None:
         self.dir = self.ctx.config.resolve(self.settings.directory)
-        await anyio.to_thread.run_sync(lambda: self.dir.mkdir(parents=True, exist_ok=True))
-        for stale in self.dir.glob("*.part"):  # left by a power cut
-            stale.unlink(missing_ok=True)
+        await anyio.to_thread.run_sync(self._prepare_dir)
         await anyio.to_thread.run_sync(self._prune)
         self.set_state("ok", str(self.dir))
+
+    def _prepare_dir(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.dir.glob("*.part"):  # left by a power cut
+            stale.unlink(missing_ok=True)
 
     async def play(self, pb: Playback) -> None:
         try:
