@@ -75,6 +75,10 @@ def _human(verb: str, r: Any) -> str:
         if r["accepted"]:
             return f"queued #{r['id']} ({r['priority']}): {r['text']}"
         return f"filtered: {r['reason']} ({r['detail']})"
+    if verb == "reload":
+        changed = ", ".join(r["changed"]) or "nothing changed"
+        more = f"\n  restart to apply: {', '.join(r['restart_needed'])}" if r["restart_needed"] else ""
+        return f"reloaded {r['config']}: {changed}{more}"
     if verb == "say":
         return f"queued #{r['id']}" if r["queued"] else "dropped: the queue is full of higher-priority speech"
     return json.dumps(r, ensure_ascii=False)
@@ -136,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("voices", help="the voices you can use")
     sub.add_parser("plugins", help="loaded, broken and refused plugins")
     sub.add_parser("watch", help="stream events live")
+    sub.add_parser("reload", help="re-read the config file: moderation and queue policy (like SIGHUP)")
     return ap
 
 

@@ -77,6 +77,8 @@ class Speaker:
         self.spoken = 0
         self._tg: TaskGroup | None = None
         self.on_spoken: list[Callable[[Utterance, SynthesisStats], None]] = []
+        # every other end: (utterance, "failed" | "expired" | "cut", reason)
+        self.on_ended: list[Callable[[Utterance, str, str], None]] = []
 
     # -- control -----------------------------------------------------------------------------
 
@@ -265,10 +267,13 @@ class Speaker:
         utt = p.utterance
         st = p.stats.to_dict()
         if p.error:
+            outcome, reason = "failed", "engine"
             self.events.publish("failed", **utt.event_fields(), reason="engine", error=p.error, **st)
         elif p.cut_reason == "expired":
+            outcome, reason = "expired", "ttl"
             self.events.publish("expired", **utt.event_fields(), reason="ttl")
         elif p.cut_reason is not None:
+            outcome, reason = "cut", p.cut_reason
             self.events.publish("cut", **utt.event_fields(), reason=p.cut_reason, **st)
         else:
             self.spoken += 1
@@ -279,6 +284,9 @@ class Speaker:
             self.events.publish("spoken", **utt.event_fields(), **st)
             for cb in self.on_spoken:
                 cb(utt, p.stats)
+            return
+        for cb in self.on_ended:
+            cb(utt, outcome, reason)
 
     def status(self) -> dict[str, Any]:
         cur = self.current
