@@ -47,6 +47,8 @@ def _human(verb: str, r: Any) -> str:
             + (f"  FALLBACK: {eng['fallback_reason']}" if eng.get("fallback_reason") else ""),
             f"speech   " + "  ".join(f"{k} {v}" for k, v in c.items()),
             f"queue    {r['queue']['pending']}/{r['queue']['max_pending']} pending, oldest {r['queue']['oldest_wait_s']} s"
+            + f", latency median {r['queue'].get('latency_median_s')} s"
+            + ("  FLOOD" if r["queue"].get("flood") else "")
             + ("  PAUSED" if sp.get("paused") else ""),
             f"rtf      median {sp.get('rtf_median')}  ttfa median {sp.get('ttfa_median_s')} s",
         ]

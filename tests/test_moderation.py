@@ -292,3 +292,17 @@ def test_state_tables_stay_bounded():
         mod.moderate(twitch(f"line {i}", name=f"u{i}", uid=str(i), id=f"m{i}"))
     st = mod.state
     assert len(st.recent_texts) <= 100 and len(st.last_spoke) <= 100 and len(st.recent_ids) <= 100
+
+
+def test_example_config_loads_and_works():
+    from pathlib import Path
+
+    from ishowttsd.config import load_config
+
+    cfg = load_config(Path(__file__).parent.parent / "config" / "example-moderation.toml")
+    mod = Moderator(cfg.moderation, DEFAULT_TTL, clock=Clock())
+    assert mod.moderate(bili("加 v x 1234567")).reason == "blocked_pattern"
+    assert mod.moderate(twitch("hi", name="spammer123")).reason == "blocked_user"
+    assert mod.moderate(twitch("gg", kind="bits", amount=100, currency="bits")).text == "viewer42 cheered 100 bits: gg"
+    assert mod.moderate(bili("老朋友来了", name="老朋友", uid="5")).voice == "streamer"
+    assert cfg.queue.flood_threshold == 20 and cfg.journal.synchronous == "full"
