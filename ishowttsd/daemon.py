@@ -301,7 +301,7 @@ class Daemon:
 
     def counts(self) -> dict[str, Any]:
         c = self.events.counts
-        return {k: c.get(k, 0) for k in ("received", "filtered", "queued", "dropped", "expired", "spoken", "failed", "cut")}
+        return {k: c.get(k, 0) for k in ("received", "filtered", "merged", "queued", "dropped", "expired", "spoken", "failed", "cut")}
 
     def status(self) -> dict[str, Any]:
         return {
