@@ -262,7 +262,7 @@ class Daemon:
     async def _run_source(self, src: Source) -> None:
         try:
             await src.run()
-            if src.finite and src.state != "finished":
+            if src.finite and src.state not in ("finished", "failed"):
                 src.set_state("finished")
         except Exception as e:  # a broken source is reported, never fatal
             log.exception("source %s crashed", src.name)

@@ -69,7 +69,6 @@ class Speaker:
         self.paused = False
         self._resumed = anyio.Event()
         self._slots = anyio.Semaphore(2)  # one playing + one prepared ahead
-        self._ready_send, self._ready_recv = anyio.create_memory_object_stream[Prepared](math.inf)
         self._preparing: deque[Prepared] = deque()  # synthesized or synthesizing, not yet playing
         self.current: Prepared | None = None
         self.rtfs: deque[float] = deque(maxlen=200)
@@ -139,10 +138,19 @@ class Speaker:
     # -- loops ---------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            tg.start_soon(self._synth_loop)
-            tg.start_soon(self._play_loop)
+        self._ready_send, self._ready_recv = anyio.create_memory_object_stream[Prepared](math.inf)
+        try:
+            with self._ready_send, self._ready_recv:
+                async with anyio.create_task_group() as tg:
+                    self._tg = tg
+                    tg.start_soon(self._synth_loop)
+                    tg.start_soon(self._play_loop)
+        finally:
+            for p in [self.current, *self._preparing]:
+                if p is not None:
+                    p.cancel.set()
+                    p.send.close()
+                    p.recv.close()
 
     async def _synth_loop(self) -> None:
         while True:
@@ -185,6 +193,7 @@ class Speaker:
             try:
                 await self._play(p)
             finally:
+                p.recv.close()
                 if p in self._preparing:
                     self._preparing.remove(p)
                 self.current = None
@@ -223,27 +232,29 @@ class Speaker:
             if p.cut_reason is not None:
                 break
             for _, s, _ in runners:
-                s.send_nowait(chunk)
+                try:
+                    s.send_nowait(chunk)
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    pass  # that sink gave up on this utterance; the others go on
         for _, s, _ in runners:
             s.close()
         await p.synth_done.wait()
-        # sinks get the utterance's length plus slack to finish; a sink that is still busy
-        # after that is cut off and skipped until it returns
-        deadline = time.monotonic() + p.stats.audio_s + self.sink_slack_s
+        # sinks get the utterance's length plus slack to finish (paused time does not count);
+        # a sink still busy after that is cut off and skipped until it returns
+        budget = p.stats.audio_s + self.sink_slack_s
         for r, _, _ in runners:
             ev = finished[id(r)]
-            while not ev.is_set():
-                left = deadline - time.monotonic()
-                if self.paused:
-                    deadline += 0.1
-                with anyio.move_on_after(max(0.0, min(left, 0.1)) if left > 0 else 0):
+            while not ev.is_set() and budget > 0:
+                t0 = time.monotonic()
+                with anyio.move_on_after(min(budget, 0.1)):
                     await ev.wait()
-                if not ev.is_set() and left <= 0:
-                    if r.scope is not None:
-                        r.scope.cancel()
-                    r.sink.counters["timeouts"] += 1
-                    r.sink.set_state("stalled", "did not finish in time; skipped while busy")
-                    break
+                if not self.paused:
+                    budget -= time.monotonic() - t0
+            if not ev.is_set():
+                if r.scope is not None:
+                    r.scope.cancel()
+                r.sink.counters["timeouts"] += 1
+                r.sink.set_state("stalled", "did not finish in time; skipped while busy")
         self._publish_end(p)
 
     async def _run_sink(self, r: _SinkRunner, pb: Playback, finished: anyio.Event) -> None:
@@ -259,6 +270,7 @@ class Speaker:
             r.sink.counters["errors"] += 1
             r.sink.set_state("error", "play failed", error=f"{type(e).__name__}: {e}")
         finally:
+            pb._stream.close()
             r.scope = None
             r.busy = False
             finished.set()
