@@ -17,7 +17,8 @@ Every rejection carries a short machine-readable reason (counted in `status`, st
 - ``empty``: nothing left to say; ``blocked_word`` / ``blocked_pattern`` (on the text before and
   after cleaning, and the user name);
 - ``duplicate`` (same text within `duplicate_window_s`), ``cooldown`` (`user_cooldown_s`) for chat;
-- ``too_long`` (`max_chars`), ``too_long_spoken`` (`max_spoken_s`, estimated from the text with
+- ``too_long`` (`max_chars`, counted before repeats are collapsed: a wall of one character is
+  refused, not read as three), ``too_long_spoken`` (`max_spoken_s`, estimated from the text with
   `cjk_chars_per_s` / `latin_chars_per_s`). Paid and membership speech is never refused for
   length: it is shortened to fit.
 
@@ -291,7 +292,8 @@ class Moderator:
                 return Rejection("free_gift", "read_free_gifts is off")
             if m.paid and cfg.min_gift_value and (m.amount or 0) < cfg.min_gift_value:
                 return Rejection("gift_value", f"worth {m.amount} < min_gift_value {cfg.min_gift_value}")
-        text = self.clean(m)
+        stripped = self.strip(m)
+        text = self.collapse(stripped)
         if not text and (chat or m.kind == Kind.SYSTEM):
             why = "only links, emotes or emoji" if raw.strip() else "no text"
             return Rejection("empty", f"nothing left to say ({why})")
@@ -308,10 +310,11 @@ class Moderator:
             last = st.last_spoke.get(ukey)
             if last is not None and now - last < cfg.user_cooldown_s:
                 return Rejection("cooldown", f"{now - last:.1f} s since this user's last line < {cfg.user_cooldown_s:g} s")
-        if len(text) > cfg.max_chars:
+        if len(stripped) > cfg.max_chars:  # a wall of one character is too long, not "哈哈哈"
             if not protected:
-                return Rejection("too_long", f"{len(text)} characters > max_chars {cfg.max_chars}")
-            text = text[: cfg.max_chars].rstrip() + "…"
+                return Rejection("too_long", f"{len(stripped)} characters > max_chars {cfg.max_chars}")
+            if len(text) > cfg.max_chars:
+                text = text[: cfg.max_chars].rstrip() + "…"
         if m.kind == Kind.GIFT:
             merged = self._merge_combo(m, now, flood, priority, is_pending)
             if merged is not None:
@@ -407,6 +410,10 @@ class Moderator:
 
     def clean(self, m: Message) -> str:
         """The message text with emotes, links, emoji floods and repeats taken out."""
+        return self.collapse(self.strip(m))
+
+    def strip(self, m: Message) -> str:
+        """The message text without emotes, links and the emoji past `max_emoji`."""
         cfg = self.cfg
         text = m.text or ""
         if cfg.strip_emotes:
@@ -419,6 +426,11 @@ class Moderator:
         if cfg.strip_links:
             text = _LINK.sub(cfg.link_replacement, text)
         text = _limit_emoji(text, cfg.max_emoji)
+        return _WS.sub(" ", text).strip()
+
+    def collapse(self, text: str) -> str:
+        """Runs of one character (or a 2-4 character unit) cut to `max_repeat`; digits are kept."""
+        cfg = self.cfg
         text = self._repeat1.sub(lambda mt: mt.group(1) * cfg.max_repeat, text)
         text = self._repeat_unit.sub(lambda mt: mt.group(1) * cfg.max_repeat, text)
         return _WS.sub(" ", text).strip()

@@ -306,3 +306,11 @@ def test_example_config_loads_and_works():
     assert mod.moderate(twitch("gg", kind="bits", amount=100, currency="bits")).text == "viewer42 cheered 100 bits: gg"
     assert mod.moderate(bili("老朋友来了", name="老朋友", uid="5")).voice == "streamer"
     assert cfg.queue.flood_threshold == 20 and cfg.journal.synchronous == "full"
+
+
+def test_a_wall_of_one_character_is_too_long_not_collapsed():
+    mod = Moderator(ModerationConfig(max_chars=40), DEFAULT_TTL, clock=Clock())
+    assert mod.moderate(twitch("x" * 100)).reason == "too_long"
+    assert mod.moderate(bili("哈" * 30)).text == "阿伟说：哈哈哈"
+    # paid speech is collapsed, then shortened only if still too long
+    assert mod.moderate(bili("哈" * 100, kind="superchat", **SC)).text == "阿伟的醒目留言：哈哈哈"

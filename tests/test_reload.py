@@ -138,10 +138,10 @@ def test_reload_shrinks_the_queue_bound_and_ttl(daemon):
     daemon.req("pause")
     for i in range(10):
         say(daemon, f"第{i}句", user=f"u{i}")
-    daemon.req("inject", {"platform": "bilibili", "kind": "superchat", "user": "老板", "text": "醒目", "amount": 30,
-                          "currency": "CNY"})  # fmt: skip
     # the paused speaker holds two utterances prepared; the rest wait in the queue
     assert wait_for(lambda: len(daemon.req("queue")["prepared"]) == 2)
+    daemon.req("inject", {"platform": "bilibili", "kind": "superchat", "user": "老板", "text": "醒目", "amount": 30,
+                          "currency": "CNY"})  # fmt: skip
     pending = len(daemon.req("queue")["pending"])
     daemon.cfg.write_text(BASE + '\n[queue]\nmax_pending = 3\nflood_threshold = 0\nttl = { normal = 5 }\n')
     r = daemon.req("reload")
