@@ -340,7 +340,7 @@ class Daemon:
             bad = s.state in ("failed", "down", "backoff")
             add(f"source:{s.name}", "warn" if bad else "ok", f"{s.state} {s.detail}".strip(), s.last_error or "")
         for k in self.sinks:
-            bad = k.state in ("error", "stalled", "failed")
+            bad = k.state not in ("ok", "starting")
             add(f"sink:{k.name}", "warn" if bad else "ok", f"{k.state} {k.detail}".strip(), k.last_error or "")
         for r in self.plugins.broken:
             add(f"plugin:{r.name}", "warn", f"{r.state}: {r.error}", "fix or remove the plugin file")

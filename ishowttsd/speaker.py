@@ -223,6 +223,10 @@ class Speaker:
             s, rcv = anyio.create_memory_object_stream[AudioChunk](math.inf)
             runners.append((r, s, rcv))
         finished = {id(r): anyio.Event() for r, _, _ in runners}
+        # a sink that already missed a deadline is not waited for again: it still gets the
+        # utterance and is cut off at its own deadline in the background, so a hung sink
+        # costs the queue its slack once, not on every utterance
+        stalled = {id(r) for r, _, _ in runners if r.sink.state == "stalled"}
         for r, s, rcv in runners:
             pb = Playback(utterance=utt, sample_rate=p.stats.sample_rate, stats=p.stats, _stream=rcv)
             self._tg.start_soon(self._run_sink, r, pb, finished[id(r)])
@@ -244,6 +248,9 @@ class Speaker:
         budget = p.stats.audio_s + self.sink_slack_s
         for r, _, _ in runners:
             ev = finished[id(r)]
+            if id(r) in stalled:
+                self._tg.start_soon(self._cut_off_later, r, ev, time.monotonic() + max(budget, 0.0))
+                continue
             while not ev.is_set() and budget > 0:
                 t0 = time.monotonic()
                 with anyio.move_on_after(min(budget, 0.1)):
@@ -256,6 +263,14 @@ class Speaker:
                 r.sink.counters["timeouts"] += 1
                 r.sink.set_state("stalled", "did not finish in time; skipped while busy")
         self._publish_end(p)
+
+    async def _cut_off_later(self, r: _SinkRunner, finished: anyio.Event, deadline: float) -> None:
+        with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
+            await finished.wait()
+        if not finished.is_set():
+            if r.scope is not None:
+                r.scope.cancel()
+            r.sink.counters["timeouts"] += 1
 
     async def _run_sink(self, r: _SinkRunner, pb: Playback, finished: anyio.Event) -> None:
         r.busy = True
