@@ -124,14 +124,22 @@ class Merged:
     total: int
 
 
-def check_template(key: str, template: str, where: str = "moderation.templates") -> None:
+def template_problem(template: str) -> str | None:
+    """What is wrong with a template, in words, or None."""
     try:
         fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
     except ValueError as e:
-        raise ConfigError(f"{where}.{key}: {e}; use {{name}} for fields and {{{{ }}}} for braces") from None
+        return f"{e}; use {{name}} for fields and {{{{ }}}} for braces"
     bad = sorted(f for f in fields if f not in TEMPLATE_FIELDS)
     if bad:
-        raise ConfigError(f"{where}.{key}: unknown field(s) {bad}; use {sorted(TEMPLATE_FIELDS)}")
+        return f"unknown field(s) {bad}; use {sorted(TEMPLATE_FIELDS)}"
+    return None
+
+
+def check_template(key: str, template: str, where: str = "moderation.templates") -> None:
+    problem = template_problem(template)
+    if problem:
+        raise ConfigError(f"{where}.{key}: {problem}")
 
 
 class _Fields(dict):
