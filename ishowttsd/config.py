@@ -113,17 +113,6 @@ class ModerationConfig(Strict):
     read_free_gifts: bool = True
     combo_window_s: float = Field(default=5.0, ge=0.0)  # gift combos merged into one utterance
 
-    @field_validator("templates", "anonymous_templates")
-    @classmethod
-    def _templates(cls, v: dict[str, str]) -> dict[str, str]:
-        from ishowttsd.moderation import template_problem
-
-        for key, tpl in v.items():
-            problem = template_problem(tpl)
-            if problem:
-                raise ValueError(f"template {key!r}: {problem}")
-        return v
-
     @field_validator("read_username", "kind_voices")
     @classmethod
     def _kinds(cls, v: dict) -> dict:

@@ -215,10 +215,10 @@ class Daemon:
 
     async def run(self) -> None:
         self.build()
-        self.open_journal()
         self._register_methods()
         listener = await self.control.bind()
         try:
+            self.open_journal()  # after bind: a second daemon on this socket is refused first
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 tg.start_soon(self.control.serve, listener)
@@ -537,7 +537,11 @@ def main(argv: list[str] | None = None) -> int:
     sock = Path(args.socket or cfg.daemon.socket or default_socket_path())
     if args.socket is None and cfg.daemon.socket:
         sock = cfg.resolve(cfg.daemon.socket)
-    daemon = Daemon(cfg, sock, exit_when_done=args.exit_when_done)
+    try:
+        daemon = Daemon(cfg, sock, exit_when_done=args.exit_when_done)
+    except ConfigError as e:  # e.g. a template with an unknown field
+        print(f"ishowttsd: config error:\n{cfg.path or 'config'}: {e}", file=sys.stderr)
+        return 78
     if args.check_config:
         try:
             daemon.build()

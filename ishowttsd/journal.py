@@ -18,6 +18,7 @@ the engine each time) is given up as ``failed`` so that it cannot crash-loop the
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -87,6 +88,7 @@ class Journal:
         self.synchronous = synchronous.upper()
         self.max_attempts = max_attempts
         self._db: sqlite3.Connection | None = None
+        self._lock: int | None = None
         self._keys: dict[int, str] = {}  # Utterance.id -> row key, for utterances still pending
         self.written = 0
 
@@ -97,6 +99,7 @@ class Journal:
     def open(self) -> None:
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._take_lock()
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
@@ -105,6 +108,7 @@ class Journal:
             db.execute("PRAGMA busy_timeout=2000")
             db.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as e:
+            self._release_lock()
             raise JournalError(
                 f"journal {self.path}: cannot open it ({e}); check that the state directory is writable "
                 f"or set [journal] path, or [journal] enabled = false to run without one"
@@ -116,6 +120,30 @@ class Journal:
         if self._db is not None:
             self._db.close()
             self._db = None
+        self._release_lock()
+
+    def _take_lock(self) -> None:
+        # two daemons on one journal would each say the other's owed speech: one owner at a time
+        # (a flock dies with its process, so a SIGKILL never leaves a stale lock behind)
+        lock = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise JournalError(
+                f"journal {self.path} is in use by another ishowttsd (pid {owner}); give each daemon its own "
+                f"[daemon] state_dir or [journal] path"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock = fd
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def _exec(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
         if self._db is None:

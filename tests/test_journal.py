@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 
@@ -18,6 +19,11 @@ def opened():
     journals = []
 
     def _open(path, **kw) -> Journal:
+        for old in journals:
+            if old.path == path:
+                # the earlier owner "dies": its lock goes with it, as on SIGKILL; its connection is
+                # left open and nothing more is committed through it
+                old._release_lock()
         j = Journal(path, **kw)
         j.open()
         journals.append(j)
@@ -144,3 +150,11 @@ def test_corrupt_row_is_given_up_not_fatal(tmp_path, opened):
     live, _, _ = j2.recover()
     assert [u.text for u in live] == ["老板的醒目留言：ok"]
     assert j2.counts().get("failed") == 1
+
+
+def test_one_daemon_per_journal(tmp_path, opened):
+    path = tmp_path / "j.sqlite3"
+    opened(path)
+    with pytest.raises(JournalError) as e:
+        Journal(path).open()
+    assert f"pid {os.getpid()}" in str(e.value) and "state_dir" in str(e.value)

@@ -212,3 +212,16 @@ def test_replayed_message_id_after_restart_is_not_read_twice(daemon):
     daemon.start()
     r = daemon.req("inject", superchat(1))  # a source that reconnected and replayed it
     assert r == {"accepted": False, "reason": "duplicate_id", "detail": "message sc-1 was seen already"}
+
+
+def test_second_daemon_on_the_same_journal_is_refused(daemon):
+    root = daemon.root
+    (root / "d.toml").write_text(CONFIG.format(membership_ttl=600))
+    daemon.start()
+    other = daemon.sock.with_name("other.sock")
+    r = subprocess.run([sys.executable, "-m", "ishowttsd", "--config", str(root / "d.toml"), "--socket", str(other)],
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 78
+    assert "in use by another ishowttsd" in r.stderr and "state_dir" in r.stderr
+    assert not other.exists()
+    assert daemon.req("status")["state"] == "running"
