@@ -52,6 +52,8 @@ def _human(verb: str, r: Any) -> str:
             + ("  PAUSED" if sp.get("paused") else ""),
             f"rtf      median {sp.get('rtf_median')}  ttfa median {sp.get('ttfa_median_s')} s",
         ]
+        if r.get("journal"):
+            lines.append(f"journal  {r['journal']['pending']} paid/membership owed  {r['journal']['path']}")
         if r.get("reasons"):
             lines.append("reasons  " + "  ".join(f"{k} {v}" for k, v in sorted(r["reasons"].items())))
         lines += ["", "SOURCES", _table(r["sources"], ["name", "type", "state", "detail", "last_error"])]

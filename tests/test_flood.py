@@ -179,6 +179,10 @@ def test_flood_stays_responsive_and_bounded(tmp_path):
         flood_says = st["queue"]["floods"]  # the announcements are queued but were never received
         assert c["received"] + flood_says == ended, c
         assert st["queue"]["floods"] >= 1 and c["dropped"] > 0
+        assert st["queue"]["latency_median_s"] is not None and st["journal"]["pending"] == 0
+        human = subprocess.run([sys.executable, "-m", "ishowttsd.ctl", "--socket", str(sock), "status"],
+                               capture_output=True, text=True, timeout=30).stdout  # fmt: skip
+        assert "latency median" in human and "journal  0 paid/membership owed" in human
 
         # no super chat lost, none twice; flood mode read chat without usernames
         said = [json.loads(x) for x in (tmp_path / "out" / "spoken.jsonl").read_text().splitlines()]
