@@ -178,8 +178,35 @@ class JournalConfig(Strict):
 
 
 class HealthConfig(Strict):
-    baseline_file: str | None = None
-    rtf_margin: float = Field(default=0.2, ge=0.0)
+    baseline_file: str | None = None  # default: <state_dir>/rtf-baseline.json
+    rtf_margin: float = Field(default=0.2, ge=0.0)  # warn when the rolling median RTF is this much over baseline
+    rtf_fail_margin: float = Field(default=1.0, ge=0.0)  # fail beyond this (1.0 = twice as slow)
+    rtf_floor: float = Field(default=0.05, ge=0.0)  # medians under this never count as regressions: too fast to matter
+    rtf_window: int = Field(default=20, ge=1, le=10_000)  # utterances in the rolling median
+    rtf_min_samples: int = Field(default=3, ge=1)  # judge only after this many utterances
+    learn_baseline: bool = True  # no stored baseline: learn one from the first utterances after warm-up
+    learn_samples: int = Field(default=5, ge=1)
+    ttfa_warn_s: float = Field(default=3.0, gt=0)
+    ttfa_fail_s: float = Field(default=10.0, gt=0)
+    queue_wait_warn_s: float = Field(default=30.0, gt=0)
+    memory_growth_warn_mb_per_h: float = Field(default=50.0, gt=0)
+    memory_min_span_s: float = Field(default=3600.0, gt=0)  # judge growth over at least this long
+    disk_warn_mb: float = Field(default=1024.0, ge=0)
+    disk_fail_mb: float = Field(default=100.0, ge=0)
+    contention_cores: float = Field(default=0.5, ge=0)  # other processes using this many cores = contention
+
+
+class HardwareConfig(Strict):
+    sysroot: str | None = None  # read /sys, /proc, /etc under this folder (tests); also $ISHOWTTS_SYSROOT
+    telemetry_interval_s: float = Field(default=10.0, ge=0.1)
+    use_jtop: bool = True  # when jetson-stats is installed and jtop.service runs
+    use_nvml: bool = True  # when nvidia-ml-py is installed
+    thermal_limit_c: float = Field(default=85.0, gt=0)
+    command_timeout_s: float = Field(default=5.0, gt=0)
+    performance_refresh_s: float = Field(default=60.0, ge=0)  # how often jetson_clocks/nvpmodel are asked
+    # what the box should run at; health warns when it does not (ishowtts-performance.service applies it)
+    expect_clocks_locked: bool | None = None  # None: expected on a Jetson, not elsewhere
+    expect_nvpmodel: str | None = None  # a mode name ("MAXN") or id ("0")
 
 
 class Config(Strict):
@@ -192,6 +219,7 @@ class Config(Strict):
     queue: QueueConfig = Field(default_factory=QueueConfig)
     journal: JournalConfig = Field(default_factory=JournalConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    hardware: HardwareConfig = Field(default_factory=HardwareConfig)
 
     # where the config came from; relative paths in it are relative to that file's folder
     _path: Path | None = None

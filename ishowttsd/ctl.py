@@ -56,13 +56,21 @@ def _human(verb: str, r: Any) -> str:
             lines.append(f"journal  {r['journal']['pending']} paid/membership owed  {r['journal']['path']}")
         if r.get("reasons"):
             lines.append("reasons  " + "  ".join(f"{k} {v}" for k, v in sorted(r["reasons"].items())))
+        lines += _hardware_lines(r.get("hardware") or {})
         lines += ["", "SOURCES", _table(r["sources"], ["name", "type", "state", "detail", "last_error"])]
         lines += ["", "SINKS", _table(r["sinks"], ["name", "type", "state", "detail", "last_error"])]
         if r["plugins"]["broken"]:
             lines += ["", "BROKEN PLUGINS", _table(r["plugins"]["broken"], ["name", "state", "path", "error"])]
         return "\n".join(lines)
     if verb == "health":
-        return f"health: {r['status'].upper()}\n" + _table(r["checks"], ["check", "level", "reason", "fix"])
+        width = max((len(c["check"]) for c in r["checks"]), default=5)
+        lines = [f"health: {r['status'].upper()}"]
+        for c in r["checks"]:
+            level = c["level"] if c["level"] == "ok" else c["level"].upper()
+            lines.append(f"  {level:<4}  {c['check']:<{width}}  {c['reason']}")
+            if c["fix"] and c["level"] != "ok":
+                lines.append(f"  {'':<4}  {'':<{width}}  fix: {c['fix']}")
+        return "\n".join(lines)
     if verb == "queue":
         rows = []
         if r.get("speaking"):
@@ -85,7 +93,46 @@ def _human(verb: str, r: Any) -> str:
         return f"reloaded {r['config']}: {changed}{more}"
     if verb == "say":
         return f"queued #{r['id']}" if r["queued"] else "dropped: the queue is full of higher-priority speech"
+    if verb == "metrics":
+        return r["text"].rstrip("\n")
+    if verb == "bench":
+        b = r["baseline"]
+        lines = [f"bench {r['key']}: median RTF {b['rtf_median']} (min {b['rtf_min']}, max {b['rtf_max']}) over {b['runs']} runs "
+                 f"of {b['texts']} texts, {b['audio_s_per_run']} s of audio each; median TTFA {b['ttfa_median_s']} s"]  # fmt: skip
+        lines.append(_table(r["runs"], ["rtf", "synth_s", "audio_s", "ttfa_s"]))
+        lines.append(f"baseline saved to {r['saved']}" if r["saved"] else "not saved (add --save-baseline to keep it as the health baseline)")
+        return "\n".join(lines)
     return json.dumps(r, ensure_ascii=False)
+
+
+def _hardware_lines(hw: dict) -> list[str]:
+    plat = hw.get("platform") or {}
+    if not plat:
+        return []
+    t = hw.get("telemetry") or {}
+    cpu = t.get("cpu") or {}
+    mem = t.get("memory") or {}
+    head = f"hardware {plat.get('kind')}: {plat.get('model') or '?'}"
+    if plat.get("l4t"):
+        head += f"  L4T {plat['l4t']}"
+    lines = [head]
+    if t:
+        parts = [f"cpu {cpu.get('percent')}% load {' '.join(str(x) for x in cpu.get('load') or [])}",
+                 f"ram {mem.get('available_mb')} MB free", f"rss {(t.get('process') or {}).get('rss_mb')} MB"]  # fmt: skip
+        for g in t.get("gpu") or []:
+            parts.append(f"gpu {g.get('load_percent')}% {g.get('freq_mhz')} MHz")
+        temps = t.get("temperatures") or {}
+        if temps:
+            parts.append("max temp " + str(max(temps.values())) + " °C")
+        if (t.get("power") or {}).get("total_w") is not None:
+            parts.append(f"power {t['power']['total_w']} W")
+        lines.append("         " + "  ".join(parts))
+    perf = hw.get("performance") or {}
+    if plat.get("kind") == "jetson" and perf:
+        nv = perf.get("nvpmodel") or {}
+        locked = {True: "locked", False: "NOT locked", None: "unknown"}[perf.get("clocks_locked")]
+        lines.append(f"         clocks {locked}  nvpmodel {nv.get('name') or '-'} (id {nv.get('id')})")
+    return lines
 
 
 def _format_event(ev: dict) -> str:
@@ -145,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("plugins", help="loaded, broken and refused plugins")
     sub.add_parser("watch", help="stream events live")
     sub.add_parser("reload", help="re-read the config file: moderation and queue policy (like SIGHUP)")
+    sub.add_parser("metrics", help="Prometheus text metrics")
+    p = sub.add_parser("bench", help="time the running engine; --save-baseline keeps it as the health baseline")
+    p.add_argument("--save-baseline", action="store_true", help="store the result in [health] baseline_file")
+    p.add_argument("--runs", type=int, default=3, help="timed passes over the text set (after one warm-up pass)")
+    p.add_argument("--voice", help="voice id (default: the default voice)")
+    p.add_argument("--text", action="append", dest="texts", help="a text to time (repeatable; default: a fixed set)")
     return ap
 
 
@@ -170,10 +223,13 @@ def main(argv: list[str] | None = None) -> int:
         method, params = "queue.remove", {"id": args.id}
     elif verb == "clear":
         params = {"classes": args.classes}
+    elif verb == "bench":
+        params = {"runs": args.runs, "voice": args.voice, "texts": args.texts, "save_baseline": args.save_baseline}
     try:
         if verb == "watch":
             return _watch(path, args.json)
-        result = client_request(path, method, params)
+        # a bench on a big model takes minutes
+        result = client_request(path, method, params, timeout=3600.0 if verb == "bench" else 30.0)
     except (FileNotFoundError, ConnectionRefusedError):
         print(
             f"ishowttsctl: ishowttsd is not running (nothing listens on {path}).\n"

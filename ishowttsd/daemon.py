@@ -22,11 +22,14 @@ from ishowttsd.control import ControlError, ControlServer, NoParams, Params
 from ishowttsd.engines.base import EngineError
 from ishowttsd.engines.host import EngineHost
 from ishowttsd.events import EventBus
+from ishowttsd.hardware import Hardware
+from ishowttsd.health import HealthMonitor
 from ishowttsd.messages import Deletion, Kind, Message, Priority, User, Utterance
 from ishowttsd.journal import Journal, JournalError
 from ishowttsd.moderation import Merged, Moderator, Rejection
 from ishowttsd.plugins import PluginManager
 from ishowttsd.queue import SpeechQueue, ttl_from_config
+from ishowttsd.sdnotify import Notifier
 from ishowttsd.sink import Sink, SinkContext
 from ishowttsd.source import Source, SourceContext
 from ishowttsd.speaker import Speaker
@@ -62,8 +65,15 @@ class ClearParams(Params):
     classes: list[str] | None = None
 
 
+class BenchParams(Params):
+    runs: int = Field(default=3, ge=1, le=50)
+    voice: str | None = None
+    texts: list[str] | None = Field(default=None, min_length=1, max_length=20)
+    save_baseline: bool = False
+
+
 class Daemon:
-    def __init__(self, cfg: Config, socket_path: Path, exit_when_done: bool = False) -> None:
+    def __init__(self, cfg: Config, socket_path: Path, exit_when_done: bool = False, notifier: Notifier | None = None) -> None:
         self.cfg = cfg
         self.socket_path = socket_path
         self.exit_when_done = exit_when_done
@@ -80,6 +90,10 @@ class Daemon:
         self.engines: EngineHost | None = None
         self.speaker: Speaker | None = None
         self.control = ControlServer(socket_path)
+        self.notifier = notifier or Notifier()
+        self.hardware = Hardware(cfg.hardware)
+        self.monitor: HealthMonitor | None = None
+        self._bench_lock = anyio.Lock()
         self.state = "starting"
         self._finished_sources: set[str] = set()
 
@@ -102,6 +116,11 @@ class Daemon:
         self.speaker.on_spoken.append(lambda u, _st: self._journal_end(u, "spoken", ""))
         self.speaker.on_ended.append(self._journal_end)
         self.queue.on_discard.append(self._journal_end)
+        self.monitor = HealthMonitor(
+            self.cfg, self.events, self.hardware, engines=self.engines, speaker=self.speaker, queue=self.queue,
+            sources=self.sources, sinks=self.sinks, plugins=self.plugins, state=lambda: self.state,
+        )  # fmt: skip
+        self.speaker.on_spoken.append(self.monitor.on_spoken)
 
     def _tables(self, kind: str, tables, registry) -> list:
         out = []
@@ -221,8 +240,11 @@ class Daemon:
             self.open_journal()  # after bind: a second daemon on this socket is refused first
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                tg.start_soon(self.notifier.watchdog_loop)
                 tg.start_soon(self.control.serve, listener)
                 tg.start_soon(self._signals, tg)
+                # the socket is bound and the plugins are loaded: systemd may start what needs us
+                self.notifier.ready(status=f"loading engine {self.cfg.engine.default}")
                 for sink in self.sinks:
                     await self._start_sink(sink)
                 for src in self.sources:
@@ -231,14 +253,18 @@ class Daemon:
                     "started", version=__version__, socket=str(self.socket_path), pid=os.getpid(),
                     sources=len(self.sources), sinks=len(self.sinks), broken_plugins=len(self.plugins.broken),
                 )  # fmt: skip
+                tg.start_soon(self._telemetry_loop)
+                tg.start_soon(self.monitor.run, self._refresh_hardware)
                 await self.engines.start()
                 self.state = "running"
                 self.events.publish("ready", engine=self.engines.active)
+                self.notifier.status(self._status_line())
                 tg.start_soon(self.speaker.run)
                 if self.exit_when_done:
                     tg.start_soon(self._exit_when_done, tg)
         finally:
             self.state = "stopping"
+            self.notifier.stopping()
             self.control.unlink()
             with anyio.CancelScope(shield=True):
                 for part in [*self.sources, *self.sinks]:
@@ -249,7 +275,9 @@ class Daemon:
                             log.warning("closing %s failed: %s", part.name, e)
             if self.journal:
                 self.journal.close()
+            self.hardware.close()
             self.events.publish("stopped", uptime_s=round(time.time() - self.started, 1))
+            self.notifier.close()
 
     async def _start_sink(self, sink: Sink) -> None:
         try:
@@ -297,6 +325,49 @@ class Daemon:
                     tg.cancel_scope.cancel()
                     return
 
+    async def _telemetry_loop(self) -> None:
+        """Sample the hardware, publish `telemetry`, feed the health monitor, update STATUS=."""
+        failed = False
+        while True:
+            try:
+                t = await anyio.to_thread.run_sync(self._sample_hardware)
+                self.monitor.sample_memory()
+                self.events.publish("telemetry", **{k: v for k, v in t.items() if k != "ts"})
+                failed = False
+            except Exception as e:  # telemetry is never worth dying for
+                if not failed:
+                    log.warning("hardware telemetry failed: %s: %s", type(e).__name__, e)
+                failed = True
+            self.notifier.status(self._status_line())
+            await anyio.sleep(self.cfg.hardware.telemetry_interval_s)
+
+    def _sample_hardware(self) -> dict[str, Any]:
+        if self.hardware.info is None:
+            self.hardware.detect()
+        self.hardware.performance()
+        return self.hardware.telemetry()
+
+    async def _refresh_hardware(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A fresh sample for a health answer: CPU use by others measured over half a second."""
+
+        def work():
+            self.hardware.cpu_contention()
+            time.sleep(0.5)
+            perf = self.hardware.performance()
+            return self.hardware.telemetry(), perf
+
+        return await anyio.to_thread.run_sync(work)
+
+    def _status_line(self) -> str:
+        """One line for `systemctl status` (sd_notify STATUS=)."""
+        if self.state != "running" or self.speaker is None:
+            return f"{self.state}: loading engine {self.cfg.engine.default}"
+        sp = self.speaker.status()
+        h = self.health()["status"] if self.monitor else "?"
+        rtf = sp.get("rtf_median")
+        return (f"running: {self.engines.active}, {sp['spoken']} spoken, {len(self.queue)} queued"
+                f"{', paused' if sp['paused'] else ''}, median RTF {rtf if rtf is not None else '-'}, health {h}")  # fmt: skip
+
     # -- reports ---------------------------------------------------------------------------------
 
     def counts(self) -> dict[str, Any]:
@@ -321,35 +392,12 @@ class Daemon:
             "sinks": [s.status() for s in self.sinks],
             "plugins": {"loaded": sum(1 for r in self.plugins.records if r.state == "loaded"),
                         "broken": [r.to_dict() for r in self.plugins.broken]},
+            "hardware": self.hardware.snapshot(),
         }  # fmt: skip
 
     def health(self) -> dict[str, Any]:
-        checks = []
-
-        def add(name: str, level: str, reason: str, fix: str = "") -> None:
-            checks.append({"check": name, "level": level, "reason": reason, "fix": fix})
-
-        eng = self.engines
-        if eng is None or eng.active is None:
-            add("engine", "warn" if self.state == "starting" else "fail", "no engine loaded yet")
-        elif eng.fallback_reason:
-            add("engine", "warn", f"speaking with fallback {eng.active}: {eng.fallback_reason}", "fix the engine config and restart")
-        else:
-            add("engine", "ok", f"{eng.active} loaded")
-        for s in self.sources:
-            bad = s.state in ("failed", "down", "backoff")
-            add(f"source:{s.name}", "warn" if bad else "ok", f"{s.state} {s.detail}".strip(), s.last_error or "")
-        for k in self.sinks:
-            bad = k.state not in ("ok", "starting")
-            add(f"sink:{k.name}", "warn" if bad else "ok", f"{k.state} {k.detail}".strip(), k.last_error or "")
-        for r in self.plugins.broken:
-            add(f"plugin:{r.name}", "warn", f"{r.state}: {r.error}", "fix or remove the plugin file")
-        q = self.queue.stats()
-        level = "warn" if q["pending"] >= self.queue.max_pending else "ok"
-        add("queue", level, f"{q['pending']} pending, oldest waited {q['oldest_wait_s']} s")
-        order = {"ok": 0, "warn": 1, "fail": 2}
-        overall = max((c["level"] for c in checks), key=order.__getitem__, default="ok")
-        return {"status": overall, "checks": checks}
+        """The self-checks (ishowttsd.health), from the latest hardware sample."""
+        return self.monitor.report()
 
     def summary(self) -> dict[str, Any]:
         rtfs = list(self.speaker.rtfs) if self.speaker else []
@@ -380,12 +428,36 @@ class Daemon:
         c.method("plugins", self._m_plugins)
         c.method("events.watch", self._m_watch, stream=True)
         c.method("reload", self._m_reload)
+        c.method("metrics", self._m_metrics)
+        c.method("bench", self._m_bench, BenchParams)
 
     async def _m_status(self, _: NoParams) -> dict:
         return self.status()
 
     async def _m_health(self, _: NoParams) -> dict:
+        await self._refresh_hardware()
         return self.health()
+
+    async def _m_metrics(self, _: NoParams) -> dict:
+        from ishowttsd.metrics import render
+
+        rtf = {str(k): self.monitor._rtf_level(k)[1] for k in list(self.monitor.rtfs)}
+        return {"text": render(self.status(), self.health(), rtf)}
+
+    async def _m_bench(self, p: BenchParams) -> dict:
+        engines = self._ready_engines()
+        if p.voice is not None and not engines.has_voice(p.voice):
+            raise ControlError("unknown_voice", f"no voice {p.voice!r}; list them with `ishowttsctl voices`")
+        if self._bench_lock.locked():
+            raise ControlError("busy", "a bench is already running; wait for it to finish")
+        async with self._bench_lock:
+            try:
+                return await self.monitor.bench(p.voice, p.runs, p.texts, p.save_baseline)
+            except OSError as e:
+                raise ControlError("baseline_not_saved", f"cannot write {self.monitor.baselines.path}: {e.strerror}; "
+                                   "check [health] baseline_file and its folder's permissions") from None  # fmt: skip
+            except (EngineError, RuntimeError) as e:
+                raise ControlError("bench_failed", str(e)) from None
 
     def _ready_engines(self) -> EngineHost:
         if self.engines is None or self.engines.active is None:
@@ -538,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.socket is None and cfg.daemon.socket:
         sock = cfg.resolve(cfg.daemon.socket)
     try:
-        daemon = Daemon(cfg, sock, exit_when_done=args.exit_when_done)
+        daemon = Daemon(cfg, sock, exit_when_done=args.exit_when_done, notifier=Notifier.from_environment())
     except ConfigError as e:  # e.g. a template with an unknown field
         print(f"ishowttsd: config error:\n{cfg.path or 'config'}: {e}", file=sys.stderr)
         return 78
