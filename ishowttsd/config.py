@@ -284,7 +284,7 @@ def format_validation_error(e: ValidationError, path: Path | None, prefix: str =
     where = str(path) if path else "config"
     lines = []
     for err in e.errors():
-        key = prefix + _loc(err["loc"])
+        key = prefix + _loc(err["loc"]) if err["loc"] else (prefix.rstrip(".") or "(top level)")
         if err["type"] == "extra_forbidden":
             lines.append(f"{where}: {key}: unknown key; check its spelling or remove it")
         elif err["type"] == "missing":

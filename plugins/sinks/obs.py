@@ -20,6 +20,7 @@ import base64
 import hashlib
 import itertools
 import json
+import logging
 import time
 import wave
 from pathlib import Path
@@ -33,6 +34,10 @@ from ishowttsd.backoff import Backoff
 from ishowttsd.config import read_secret
 from ishowttsd.hookspecs import hookimpl
 from ishowttsd.sink import Playback, Sink, SinkSettings
+
+# websockets logs every frame at DEBUG, the Identify (auth) frame included: never below INFO
+_WIRE_LOG = logging.getLogger("ishowttsd.wire.obs")
+_WIRE_LOG.setLevel(logging.INFO)
 
 RPC_VERSION = 1
 OP_HELLO, OP_IDENTIFY, OP_IDENTIFIED, OP_REQUEST, OP_RESPONSE = 0, 1, 2, 6, 7
@@ -159,7 +164,7 @@ class ObsSink(Sink):
         url = self.settings.url
         try:
             ws = await connect(url, subprotocols=["obswebsocket.json"], proxy=None, open_timeout=None,
-                               compression=None, max_size=16 * 1024 * 1024)  # fmt: skip
+                               compression=None, max_size=16 * 1024 * 1024, logger=_WIRE_LOG)  # fmt: skip
         except InvalidHandshake as e:
             raise ObsUnavailable("disconnected", f"{url} is not an obs-websocket v5 server ({e})") from None
         try:
