@@ -24,9 +24,11 @@ Every rejection carries a short machine-readable reason (counted in `status`, st
 
 Platform emote formats the sources produce (and this module reads):
 
-- Twitch: ``extra["emotes"] = {"emote_id": [[start, end], ...]}``, offsets in Unicode code points
-  into ``Message.text``, both ends inclusive (as in the IRC ``emotes`` tag). The raw tag string
-  ``"25:0-4,12-16/1902:6-10"`` is accepted too.
+- Twitch: ``extra["emotes"] = [["emote_id", start, end], ...]`` (what the twitch source writes),
+  offsets in Unicode code points into ``Message.text``, both ends inclusive (as in the IRC
+  ``emotes`` tag). ``{"emote_id": [[start, end], ...]}`` and the raw tag string
+  ``"25:0-4,12-16/1902:6-10"`` are accepted too. A range that no longer covers a whole word
+  (the source already changed the text) is ignored.
 - Bilibili: ``extra["dm_type"] == 1`` is an emoticon danmaku (rejected as a whole);
   ``extra["emots"]``, a dict (or list) keyed by inline tokens such as ``"[dog]"``, names tokens
   that are removed from the text.
@@ -480,7 +482,13 @@ class Moderator:
 
 
 def strip_twitch_emotes(text: str, emotes: Any) -> str:
-    """Remove Twitch emote ranges (inclusive code-point offsets) from `text`."""
+    """Remove Twitch emotes named by code-point ranges (inclusive) from `text`.
+
+    A range is trusted only where it covers a whole whitespace-separated word, as emote codes
+    always do: a source that already shortened the text (emotes stripped, ``cheer100`` removed)
+    leaves ranges that no longer fit, and those are ignored rather than cutting real words. Other
+    occurrences of an emote code found this way are removed too.
+    """
     if not emotes:
         return text
     ranges: list[tuple[int, int]] = []
@@ -491,18 +499,27 @@ def strip_twitch_emotes(text: str, emotes: Any) -> str:
                 for span in spans.split(","):
                     a, _, b = span.partition("-")
                     ranges.append((int(a), int(b)))
-        else:
-            for spans in dict(emotes).values():
+        elif isinstance(emotes, dict):  # {"25": [[0, 4], [12, 16]]}
+            for spans in emotes.values():
                 for a, b in spans:
                     ranges.append((int(a), int(b)))
+        else:  # [["25", 0, 4], ["25", 12, 16]], as the twitch source writes it
+            for _eid, a, b in emotes:
+                ranges.append((int(a), int(b)))
     except (TypeError, ValueError):
         return text  # a malformed emotes field: read the text as it is
     chars = list(text)
+    codes = set()
     for a, b in ranges:
-        if 0 <= a <= b < len(chars):
-            for i in range(a, b + 1):
-                chars[i] = " "
-    return "".join(chars)
+        if 0 <= a <= b < len(text) and (a == 0 or text[a - 1].isspace()) and (b + 1 == len(text) or text[b + 1].isspace()):
+            word = text[a : b + 1]
+            if not any(c.isspace() for c in word):
+                codes.add(word)
+                chars[a : b + 1] = " " * (b + 1 - a)
+    out = "".join(chars)
+    if codes:
+        out = " ".join(w for w in out.split(" ") if w not in codes)
+    return out
 
 
 def _limit_emoji(text: str, keep: int) -> str:
