@@ -27,8 +27,9 @@ Platform emote formats the sources produce (and this module reads):
 - Twitch: ``extra["emotes"] = [["emote_id", start, end], ...]`` (what the twitch source writes),
   offsets in Unicode code points into ``Message.text``, both ends inclusive (as in the IRC
   ``emotes`` tag). ``{"emote_id": [[start, end], ...]}`` and the raw tag string
-  ``"25:0-4,12-16/1902:6-10"`` are accepted too. A range that no longer covers a whole word
-  (the source already changed the text) is ignored.
+  ``"25:0-4,12-16/1902:6-10"`` are accepted too. If the ranges no longer fit the text (the
+  source already stripped the emotes or removed ``cheer100``), none is applied; a source that
+  strips them itself may say so with ``extra["emotes_stripped"] = True``.
 - Bilibili: ``extra["dm_type"] == 1`` is an emoticon danmaku (rejected as a whole);
   ``extra["emots"]``, a dict (or list) keyed by inline tokens such as ``"[dog]"``, names tokens
   that are removed from the text.
@@ -427,7 +428,8 @@ class Moderator:
         cfg = self.cfg
         text = m.text or ""
         if cfg.strip_emotes:
-            text = strip_twitch_emotes(text, m.extra.get("emotes"))
+            if not m.extra.get("emotes_stripped"):
+                text = strip_twitch_emotes(text, m.extra.get("emotes"))
             emots = m.extra.get("emots")
             if emots:
                 for token in emots:
@@ -484,42 +486,46 @@ class Moderator:
 def strip_twitch_emotes(text: str, emotes: Any) -> str:
     """Remove Twitch emotes named by code-point ranges (inclusive) from `text`.
 
-    A range is trusted only where it covers a whole whitespace-separated word, as emote codes
-    always do: a source that already shortened the text (emotes stripped, ``cheer100`` removed)
-    leaves ranges that no longer fit, and those are ignored rather than cutting real words. Other
-    occurrences of an emote code found this way are removed too.
+    The ranges are trusted only if all of them fit the text as emote codes do: each covers a
+    whole whitespace-separated word, and one emote id always covers the same word. A source that
+    already changed the text (stripped the emotes, removed ``cheer100``) leaves ranges that do
+    not fit, and then none is applied rather than cutting real words.
     """
     if not emotes:
         return text
-    ranges: list[tuple[int, int]] = []
+    ranges: list[tuple[str, int, int]] = []
     try:
         if isinstance(emotes, str):  # the raw IRC tag: "25:0-4,12-16/1902:6-10"
             for part in emotes.split("/"):
-                _, _, spans = part.partition(":")
+                eid, _, spans = part.partition(":")
                 for span in spans.split(","):
                     a, _, b = span.partition("-")
-                    ranges.append((int(a), int(b)))
+                    ranges.append((eid, int(a), int(b)))
         elif isinstance(emotes, dict):  # {"25": [[0, 4], [12, 16]]}
-            for spans in emotes.values():
+            for eid, spans in emotes.items():
                 for a, b in spans:
-                    ranges.append((int(a), int(b)))
+                    ranges.append((str(eid), int(a), int(b)))
         else:  # [["25", 0, 4], ["25", 12, 16]], as the twitch source writes it
-            for _eid, a, b in emotes:
-                ranges.append((int(a), int(b)))
+            for eid, a, b in emotes:
+                ranges.append((str(eid), int(a), int(b)))
     except (TypeError, ValueError):
         return text  # a malformed emotes field: read the text as it is
+    codes: dict[str, str] = {}
+    for eid, a, b in ranges:
+        word = text[a : b + 1] if 0 <= a <= b < len(text) else ""
+        fits = (
+            word
+            and not any(c.isspace() for c in word)
+            and (a == 0 or text[a - 1].isspace())
+            and (b + 1 == len(text) or text[b + 1].isspace())
+            and codes.setdefault(eid, word) == word
+        )
+        if not fits:
+            return text
     chars = list(text)
-    codes = set()
-    for a, b in ranges:
-        if 0 <= a <= b < len(text) and (a == 0 or text[a - 1].isspace()) and (b + 1 == len(text) or text[b + 1].isspace()):
-            word = text[a : b + 1]
-            if not any(c.isspace() for c in word):
-                codes.add(word)
-                chars[a : b + 1] = " " * (b + 1 - a)
-    out = "".join(chars)
-    if codes:
-        out = " ".join(w for w in out.split(" ") if w not in codes)
-    return out
+    for _eid, a, b in ranges:
+        chars[a : b + 1] = " " * (b + 1 - a)
+    return "".join(chars)
 
 
 def _limit_emoji(text: str, keep: int) -> str:
