@@ -358,22 +358,28 @@ class HealthMonitor:
         while True:
             await self._dirty.wait()
             self._dirty = anyio.Event()
-            changed = []
-            for key in list(self.rtfs):
-                level, d = self._rtf_level(key)
-                if level != self._levels.get(key, "ok"):
-                    changed.append((key, level, d))
-                self._levels[key] = level
-            if not changed:
+            try:
+                await self._publish_changes(refresh)
+            except Exception:  # a health bug must never take speech down with it
+                log.exception("health regression check failed; will try again after the next utterance")
+
+    async def _publish_changes(self, refresh: Callable[[], Any]) -> None:
+        changed = []
+        for key in list(self.rtfs):
+            level, d = self._rtf_level(key)
+            if level != self._levels.get(key, "ok"):
+                changed.append((key, level, d))
+            self._levels[key] = level
+        if not changed:
+            return
+        telemetry, perf = await refresh()
+        for key, level, d in changed:
+            if level == "ok":
+                self.events.publish("health.recovered", key=str(key), **d)
                 continue
-            telemetry, perf = await refresh()
-            for key, level, d in changed:
-                if level == "ok":
-                    self.events.publish("health.recovered", key=str(key), **d)
-                    continue
-                causes = self.likely_causes(key, telemetry, perf)
-                self.events.publish("health.regression", level=level, key=str(key), **d,
-                                    causes=[c["cause"] for c in causes], detail="; ".join(c["detail"] for c in causes))  # fmt: skip
+            causes = self.likely_causes(key, telemetry, perf)
+            self.events.publish("health.regression", level=level, key=str(key), **d,
+                                causes=[c["cause"] for c in causes], detail="; ".join(c["detail"] for c in causes))  # fmt: skip
 
     # -- all checks -------------------------------------------------------------------------------
 

@@ -31,6 +31,14 @@ def test_invalid_json(daemon):
     assert error_code(r) == "parse_error" and r["id"] is None
 
 
+@pytest.mark.parametrize("payload", [b"[" * 60000 + b"\n", b'{"id": 1, "method": "say", "params": {"text": "x", "voice": ' + b"9" * 5000 + b"}}\n",
+                                     b"\xff\xfe{}\n"])
+def test_hostile_json_is_an_error_not_a_crash(daemon, payload):
+    [r] = daemon.raw(payload)
+    assert error_code(r) == "parse_error"
+    assert daemon.request("status")["state"] == "running"
+
+
 def test_not_an_object_and_missing_method(daemon):
     r1, r2 = daemon.raw(b'[1, 2]\n{"id": 7}\n', read_lines=2)
     assert error_code(r1) == "invalid_request"

@@ -162,8 +162,8 @@ def test_cpu_contention_is_a_regression_with_its_cause(tmp_path, plugdir):
     baseline = tmp_path / "baseline.json"
     with DaemonProcess(tmp_path, config(plugdir, baseline, steps=4)) as d:
         save_baseline(d, baseline)
-        speak(d, TEXTS[:3])
-        assert rtf_check(d.request("health"))["level"] == "ok"
+        # (no "ok before" check here: other load on a shared machine can make that flaky; the
+        # steps test above covers ok-then-warn, this one covers the cause)
         # busy processes: more runnable threads than cores, so the engine gets a fraction of one
         n = 4 * (os.cpu_count() or 1) + 1
         hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]

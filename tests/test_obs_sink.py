@@ -243,3 +243,35 @@ async def test_skip_clears_the_text_and_stops_obs_audio_at_once(tmp_path):
     assert [a.data["mediaAction"] for a in server.of_type("TriggerMediaInputAction")] == [
         "OBS_WEBSOCKET_MEDIA_INPUT_ACTION_RESTART", "OBS_WEBSOCKET_MEDIA_INPUT_ACTION_STOP"]  # fmt: skip
 
+
+
+@pytest.mark.anyio
+async def test_missing_text_source_does_not_silence_obs_audio(tmp_path):
+    async with FakeOBS(inputs={"TTS Audio": "ffmpeg_source"}) as server:
+        sink, _ = make_sink(tmp_path, server.url, text_source="TTS Text", media_source="TTS Audio",
+                            media_dir=str(tmp_path / "media"))  # fmt: skip
+        await sink.start()
+        await play(sink, 0.2)
+        assert sink.state == "missing_source" and "'TTS Text'" in sink.detail
+        await sink.close()
+    actions = server.of_type("TriggerMediaInputAction")
+    assert [a.data["inputName"] for a in actions] == ["TTS Audio"], "the sound must still go out through OBS"
+
+
+@pytest.mark.anyio
+async def test_a_server_that_is_not_obs_is_reported_and_backed_off(tmp_path):
+    from websockets.asyncio.server import serve
+
+    async def not_obs(ws):
+        await ws.send("this is not JSON")
+        await ws.wait_closed()
+
+    async with serve(not_obs, "127.0.0.1", 0, subprotocols=["obswebsocket.json"]) as server:
+        port = server.sockets[0].getsockname()[1]
+        sink, _ = make_sink(tmp_path, f"ws://127.0.0.1:{port}")
+        with pytest.raises(RuntimeError, match="not an obs-websocket v5 server"):
+            await sink.start()
+        assert sink.state == "disconnected" and sink.counters["connect_failures"] == 1
+        await play(sink, 0.1)  # inside the backoff: no new attempt, the utterance passes
+        assert sink.counters["connect_failures"] == 1 and sink.counters["missed"] == 1
+        await sink.close()

@@ -18,6 +18,9 @@ def test_replay_keeps_timing_scaled_by_speed_and_skips_malformed_lines(tmp_path)
         "{broken json",
         {"t": 1.0, "platform": "twitch", "kind": "nosuchkind", "text": "bad kind"},
         {"t": 1.0, "kind": "danmaku", "text": "no platform"},
+        {"t": 1.0, "platform": "twitch", "kind": "danmaku", "text": 5},
+        {"t": 1.0, "platform": "twitch", "kind": "gift", "extra": [], "amount": "x"},
+        {"t": 1.0, "platform": "twitch", "kind": "danmaku", "user": {"level": "high"}, "text": "x"},
         {"t": 2.0, "platform": "twitch", "kind": "danmaku", "id": "b", "user": {"name": "second"}, "text": "two"},
         {"t": 2.0, "platform": "twitch", "kind": "danmaku", "id": "c", "user": {"name": "third"}, "text": "three"},
         {"t": 2.0, "delete": {"platform": "twitch", "message_ids": ["c"]}},
@@ -32,8 +35,20 @@ def test_replay_keeps_timing_scaled_by_speed_and_skips_malformed_lines(tmp_path)
     said = [e["user"] for e in spoken_log(tmp_path / "out")]
     assert said[0] == "first" and "second" in said
     log = d.log()
-    assert log.count("skipped a malformed line") == 3
-    assert "rec.jsonl:3:" in log and "rec.jsonl:4:" in log and "rec.jsonl:5:" in log
+    assert log.count("skipped a malformed line") == 6
+    for n in (3, 4, 5, 6, 7, 8):
+        assert f"rec.jsonl:{n}:" in log
+    assert "'text' must be a str" in log and "'level' must be an int" in log
+    assert "crashed" not in log
+
+
+def test_looping_a_recording_with_nothing_to_play_does_not_lock_up(tmp_path):
+    rec = tmp_path / "rec.jsonl"
+    rec.write_text("# only a comment\n{broken\n")
+    cfg = f'[[sources]]\ntype = "replay"\npath = "{rec}"\nloop = true\n'
+    with DaemonProcess(tmp_path, cfg) as d:
+        d.wait_for(lambda: d.request("status")["sources"][0]["state"] == "failed")
+        assert "no playable lines" in d.request("status")["sources"][0]["detail"]
 
 
 def test_missing_recording_is_reported_not_fatal(tmp_path):

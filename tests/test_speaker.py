@@ -177,3 +177,38 @@ async def test_deleting_what_is_playing_cuts_it(tmp_path):
         await wait_until(lambda: events.counts["cut"] == 1, timeout=1)
         tg.cancel_scope.cancel()
     assert rec.done == []
+
+
+async def test_an_engine_that_raises_fails_one_utterance_not_the_speaker(tmp_path):
+    speaker, queue, sinks, events = await make(tmp_path, [(Recording, {})])
+    rec = sinks[0]
+    engine = speaker.engines.engines["espeak"]
+    real = engine.synthesize
+
+    def synthesize(text, voice, cancel):
+        if "boom" in text:
+            raise RuntimeError("the model fell over")  # raised at call time, not while iterating
+        return real(text, voice, cancel)
+
+    engine.synthesize = synthesize
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(speaker.run)
+        say(queue, "boom")
+        ok = say(queue, "still speaking")
+        await wait_until(lambda: [d[0] for d in rec.done] == [ok.id])
+        tg.cancel_scope.cancel()
+    assert events.counts["failed"] == 1 and events.counts["spoken"] == 1
+
+
+async def test_ttfa_is_near_zero_for_an_utterance_prepared_ahead(tmp_path):
+    speaker, queue, sinks, events = await make(tmp_path, [(Recording, {"pace": 1.0})], slack=2)
+    stats = []
+    speaker.on_spoken.append(lambda u, st: stats.append(st))
+    speaker.on_spoken.insert(0, lambda u, st: 1 / 0)  # a broken callback harms nothing
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(speaker.run)
+        say(queue, "one two three")
+        say(queue, "four")
+        await wait_until(lambda: len(stats) == 2)
+        tg.cancel_scope.cancel()
+    assert stats[1].ttfa_s < 0.05 and stats[1].first_chunk_s > 0

@@ -185,6 +185,9 @@ class ObsSink(Sink):
             if reply.get("op") != OP_IDENTIFIED:
                 raise ObsUnavailable("disconnected", f"OBS answered Identify with op {reply.get('op')}")
             return ws
+        except (ValueError, AttributeError, KeyError, TypeError) as e:  # not JSON, not an object...
+            await ws.close()
+            raise ObsUnavailable("disconnected", f"{url} is not an obs-websocket v5 server (bad handshake: {e})") from None
         except ConnectionClosed as e:
             await ws.close()
             code = e.rcvd.code if getattr(e, "rcvd", None) else None
@@ -279,9 +282,16 @@ class ObsSink(Sink):
         self._paused_total = 0.0
         try:
             try:
+                text_failed = False
                 if s.text_source:
-                    await self._set_input(s.text_source, {"text": self._text(pb)})
-                    shown = True
+                    try:
+                        await self._set_input(s.text_source, {"text": self._text(pb)})
+                        shown = True
+                    except ObsError as e:  # the overlay is missing: the sound must still go out
+                        text_failed = True
+                        self.counters["errors"] += 1
+                        if e.code != CODE_NOT_FOUND:
+                            self.set_state("error", f"OBS refused {e.request}", error=str(e))
                 t0 = time.monotonic()
                 audio: list[np.ndarray] = []
                 async for chunk in pb.chunks():
@@ -294,14 +304,14 @@ class ObsSink(Sink):
                     media_started = True
                     t0 = time.monotonic()  # the sound starts now, in OBS
                 # hold the text while the sound plays; paused time does not count
-                while True:
+                while shown or media_started:
                     left = t0 + pb.stats.audio_s + s.linger_s + self._paused_total - time.monotonic()
                     if self._paused_at is not None:
                         left = max(left, 0.05)
                     if left <= 0:
                         break
                     await anyio.sleep(min(left, 0.05))
-                if self.state != "ok":
+                if self.state != "ok" and not text_failed:
                     self.set_state("ok", f"connected to {s.url}")
             finally:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(s.timeout_s):
