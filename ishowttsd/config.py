@@ -73,19 +73,81 @@ class PluginTable(BaseModel):
 
 
 class ModerationConfig(Strict):
+    """`[moderation]`: what is read aloud and how; reloadable (SIGHUP, `ishowttsctl reload`)."""
+
     max_chars: int = Field(default=80, ge=1, le=2000)
     block_words: list[str] = Field(default_factory=list)
+    block_patterns: list[str] = Field(default_factory=list)  # Python regexes, case-insensitive
     # per kind ("danmaku") or per platform and kind ("twitch.danmaku"); {user} {text} {num}
-    # {gift} {amount} {currency} {guard} {months} {reward} {viewers} {platform}
+    # {gift} {amount} {bits} {currency} {guard} {months} {reward} {viewers} {platform} {backlog}
     templates: dict[str, str] = Field(default_factory=dict)
+    # used instead of `templates` when the username is not read (read_username, flood mode)
+    anonymous_templates: dict[str, str] = Field(default_factory=dict)
+    read_username: dict[str, bool] = Field(default_factory=dict)  # kind -> read the name? (default yes)
     default_voice: str | None = None
     kind_voices: dict[str, str] = Field(default_factory=dict)  # kind -> voice id
+    user_voices: dict[str, str] = Field(default_factory=dict)  # "name", "id" or "platform:id" -> voice id
+    # who may speak: entries are a name, an id, or "platform:name-or-id"
+    block_users: list[str] = Field(default_factory=list)
+    allow_users: list[str] = Field(default_factory=list)  # pass every user check, like moderators
+    allow_only: bool = False  # chat only from allow_users, moderators and the broadcaster
+    min_user_level: int = Field(default=0, ge=0)  # Bilibili user level (UL)
+    min_medal_level: int = Field(default=0, ge=0)  # Bilibili fan-medal level
+    medal_name: str | None = None  # only this room's medal counts for min_medal_level
+    require_member: bool = False  # chat only from guards (舰长...) / subscribers
+    ignore_bots: list[str] = Field(
+        default_factory=lambda: ["Nightbot", "StreamElements", "Streamlabs", "Moobot", "Fossabot", "Wizebot"]
+    )
+    ignore_commands: bool = True  # "!command" lines are for bots, not for the voice
+    strip_links: bool = True
+    link_replacement: str = ""  # what a link is read as, e.g. "链接"
+    strip_emotes: bool = True  # Twitch emote ranges, Bilibili emoticons
+    max_repeat: int = Field(default=3, ge=1, le=50)  # "哈哈哈哈哈哈" -> "哈哈哈"
+    max_emoji: int = Field(default=3, ge=0, le=100)  # emoji kept per message
+    max_spoken_s: float = Field(default=0.0, ge=0.0)  # estimated speaking time limit; 0 = off
+    cjk_chars_per_s: float = Field(default=4.5, gt=0)
+    latin_chars_per_s: float = Field(default=14.0, gt=0)
+    user_cooldown_s: float = Field(default=0.0, ge=0.0)  # per user, for chat lines
+    duplicate_window_s: float = Field(default=30.0, ge=0.0)  # same text again within it is dropped
+    min_gift_value: float = Field(default=0.0, ge=0.0)  # paid gifts worth less are not read
+    read_free_gifts: bool = True
+    combo_window_s: float = Field(default=5.0, ge=0.0)  # gift combos merged into one utterance
+
+    @field_validator("read_username", "kind_voices")
+    @classmethod
+    def _kinds(cls, v: dict) -> dict:
+        from ishowttsd.messages import Kind
+
+        kinds = [k.value for k in Kind]
+        bad = sorted(k for k in v if k not in kinds)
+        if bad:
+            raise ValueError(f"unknown kind(s) {bad}; use {kinds}")
+        return v
+
+    @field_validator("block_patterns")
+    @classmethod
+    def _patterns(cls, v: list[str]) -> list[str]:
+        import re
+
+        for i, pat in enumerate(v):
+            try:
+                re.compile(pat)
+            except re.error as e:
+                raise ValueError(
+                    f"block_patterns[{i}] {pat!r} is not a valid regular expression ({e}); "
+                    f"escape special characters with \\ or put plain words in block_words"
+                ) from None
+        return v
 
 
 class QueueConfig(Strict):
     max_pending: int = Field(default=50, ge=1, le=100_000)
     # seconds an utterance of each class may wait before it is stale and dropped
     ttl: dict[str, float] = Field(default_factory=dict)
+    # flood mode: at this backlog usernames are no longer read (0 = off) ...
+    flood_threshold: int = Field(default=20, ge=0)
+    # ... and this is said once per flood ("" = say nothing); {backlog} is the number waiting
+    flood_announce: str = ""
 
     @field_validator("ttl")
     @classmethod
@@ -97,6 +159,22 @@ class QueueConfig(Strict):
             if secs <= 0:
                 raise ValueError(f"ttl for {k!r} must be positive seconds")
         return v
+
+
+class JournalConfig(Strict):
+    """`[journal]`: paid and membership speech survives a crash or restart."""
+
+    enabled: bool = True
+    path: str | None = None  # default: <state dir>/journal.sqlite3
+    synchronous: str = "full"  # full: survives power loss; normal: survives a daemon crash
+    keep_days: float = Field(default=7.0, ge=0.0)  # finished entries are pruned after this
+
+    @field_validator("synchronous")
+    @classmethod
+    def _sync(cls, v: str) -> str:
+        if v.lower() not in ("full", "normal"):
+            raise ValueError("use full or normal")
+        return v.lower()
 
 
 class HealthConfig(Strict):
@@ -139,6 +217,7 @@ class Config(Strict):
     sinks: list[PluginTable] = Field(default_factory=list)
     moderation: ModerationConfig = Field(default_factory=ModerationConfig)
     queue: QueueConfig = Field(default_factory=QueueConfig)
+    journal: JournalConfig = Field(default_factory=JournalConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
     hardware: HardwareConfig = Field(default_factory=HardwareConfig)
 

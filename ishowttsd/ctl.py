@@ -50,9 +50,13 @@ def _human(verb: str, r: Any) -> str:
             + (f"  FALLBACK: {eng['fallback_reason']}" if eng.get("fallback_reason") else ""),
             f"speech   " + "  ".join(f"{k} {v}" for k, v in c.items()),
             f"queue    {r['queue']['pending']}/{r['queue']['max_pending']} pending, oldest {r['queue']['oldest_wait_s']} s"
+            + f", latency median {r['queue'].get('latency_median_s')} s"
+            + ("  FLOOD" if r["queue"].get("flood") else "")
             + ("  PAUSED" if sp.get("paused") else ""),
             f"rtf      median {sp.get('rtf_median')}  ttfa median {sp.get('ttfa_median_s')} s",
         ]
+        if r.get("journal"):
+            lines.append(f"journal  {r['journal']['pending']} paid/membership owed  {r['journal']['path']}")
         if r.get("reasons"):
             lines.append("reasons  " + "  ".join(f"{k} {v}" for k, v in sorted(r["reasons"].items())))
         lines += _hardware_lines(r.get("hardware") or {})
@@ -86,6 +90,10 @@ def _human(verb: str, r: Any) -> str:
         if r["accepted"]:
             return f"queued #{r['id']} ({r['priority']}): {r['text']}"
         return f"filtered: {r['reason']} ({r['detail']})"
+    if verb == "reload":
+        changed = ", ".join(r["changed"]) or "nothing changed"
+        more = f"\n  restart to apply: {', '.join(r['restart_needed'])}" if r["restart_needed"] else ""
+        return f"reloaded {r['config']}: {changed}{more}"
     if verb == "say":
         return f"queued #{r['id']}" if r["queued"] else "dropped: the queue is full of higher-priority speech"
     if verb == "metrics":
@@ -187,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("voices", help="the voices you can use")
     sub.add_parser("plugins", help="loaded, broken and refused plugins")
     sub.add_parser("watch", help="stream events live")
+    sub.add_parser("reload", help="re-read the config file: moderation and queue policy (like SIGHUP)")
     sub.add_parser("metrics", help="Prometheus text metrics")
     p = sub.add_parser("bench", help="time the running engine; --save-baseline keeps it as the health baseline")
     p.add_argument("--save-baseline", action="store_true", help="store the result in [health] baseline_file")

@@ -25,7 +25,8 @@ from ishowttsd.events import EventBus
 from ishowttsd.hardware import Hardware
 from ishowttsd.health import HealthMonitor
 from ishowttsd.messages import Deletion, Kind, Message, Priority, User, Utterance
-from ishowttsd.moderation import Moderator, Rejection
+from ishowttsd.journal import Journal, JournalError
+from ishowttsd.moderation import Merged, Moderator, Rejection
 from ishowttsd.plugins import PluginManager
 from ishowttsd.queue import SpeechQueue, ttl_from_config
 from ishowttsd.sdnotify import Notifier
@@ -81,9 +82,11 @@ class Daemon:
         self.plugins = PluginManager(strict=cfg.daemon.strict_plugins)
         self.sources: list[Source] = []
         self.sinks: list[Sink] = []
-        self.queue = SpeechQueue(cfg.queue.max_pending, self.events)
+        q = cfg.queue
+        self.queue = SpeechQueue(q.max_pending, self.events, flood_threshold=q.flood_threshold, flood_announce=q.flood_announce)
         self.ttl = ttl_from_config(cfg.queue.ttl)
         self.moderator = Moderator(cfg.moderation, self.ttl)
+        self.journal: Journal | None = None
         self.engines: EngineHost | None = None
         self.speaker: Speaker | None = None
         self.control = ControlServer(socket_path)
@@ -110,6 +113,9 @@ class Daemon:
         _unique_names("sinks", self.sinks, self.cfg)
         self.engines = EngineHost(self.cfg, self.plugins.engines, self.events)
         self.speaker = Speaker(self.queue, self.engines, self.sinks, self.events)
+        self.speaker.on_spoken.append(lambda u, _st: self._journal_end(u, "spoken", ""))
+        self.speaker.on_ended.append(self._journal_end)
+        self.queue.on_discard.append(self._journal_end)
         self.monitor = HealthMonitor(
             self.cfg, self.events, self.hardware, engines=self.engines, speaker=self.speaker, queue=self.queue,
             sources=self.sources, sinks=self.sinks, plugins=self.plugins, state=lambda: self.state,
@@ -140,15 +146,73 @@ class Daemon:
         self.events.publish(
             "received", source=name, platform=m.platform, kind=m.kind.value, user=m.user.name, text=m.text, message_id=m.id
         )
-        result = self.moderator.moderate(m, source=name)
+        result = self.moderator.moderate(m, source=name, flood=self.queue.flooded, is_pending=self.queue.contains)
         if isinstance(result, Rejection):
             self.events.publish(
                 "filtered", source=name, platform=m.platform, kind=m.kind.value, user=m.user.name,
                 reason=result.reason, detail=result.detail,
             )  # fmt: skip
             return result
+        if isinstance(result, Merged):  # a gift combo grew: the waiting utterance says the total
+            self.events.publish("merged", **result.utterance.event_fields(), total=result.total, message_id=m.id)
+            if self.journal:
+                self.journal.update_text(result.utterance)
+            return result.utterance
+        if self.journal and self.journal.wants(result):
+            self.journal.add(result)  # committed before the queue (or its bound) can touch it
         self.queue.put(result)
         return result
+
+    # -- the journal and reload (issue 6) ---------------------------------------------------------
+
+    def _journal_end(self, u: Utterance, outcome: str, reason: str) -> None:
+        if self.journal is None or not self.journal.tracks(u):
+            return
+        if outcome == "cut" and reason == "skipped" and self.state == "stopping":
+            return  # cut by our own shutdown: still owed, spoken after the restart
+        self.journal.finish(u, outcome, reason)
+
+    def open_journal(self) -> None:
+        """Open the journal and queue again what a crash or restart left unsaid."""
+        jc = self.cfg.journal
+        if not jc.enabled:
+            return
+        path = self.cfg.resolve(jc.path) if jc.path else self.cfg.state_dir() / "journal.sqlite3"
+        self.journal = Journal(path, jc.synchronous)
+        try:
+            self.journal.open()
+        except JournalError as e:
+            raise ConfigError(str(e)) from None
+        self.journal.prune(jc.keep_days)
+        now = time.monotonic()
+        for platform, mid in self.journal.recent_message_ids():
+            self.moderator.state.seen_id(platform, mid, now)
+        live, stale, given_up = self.journal.recover()
+        for s in stale:
+            log.warning("journal: not said before its time-to-live ran out while stopped: %s", s.to_dict())
+            self.events.publish("journal_stale", **s.to_dict(), reason="ttl_while_stopped")
+        for s in given_up:
+            log.error("journal: given up after repeated restarts without being said: %s", s.to_dict())
+            self.events.publish("journal_stale", **s.to_dict(), reason="too_many_restarts")
+        for u in live:
+            self.events.publish("recovered", **u.event_fields(), age_s=round(time.time() - u.created_wall, 1))
+            self.queue.put(u)
+
+    def reload(self) -> dict[str, Any]:
+        """Re-read the config file and swap moderation and queue policy; a bad file changes nothing."""
+        if self.cfg.path is None:
+            raise ConfigError("started without --config: there is no file to reload")
+        new = load_config(self.cfg.path)
+        ttl = ttl_from_config(new.queue.ttl)
+        moderator = Moderator(new.moderation, ttl, state=self.moderator.state)  # validates templates too
+        changed = [k for k in ("moderation", "queue") if getattr(new, k) != getattr(self.cfg, k)]
+        restart = [k for k in type(new).model_fields if k not in ("moderation", "queue") and getattr(new, k) != getattr(self.cfg, k)]
+        self.moderator, self.ttl = moderator, ttl  # nothing above this line changed any state
+        self.cfg.moderation, self.cfg.queue = new.moderation, new.queue
+        q = new.queue
+        dropped = self.queue.configure(q.max_pending, q.flood_threshold, q.flood_announce)
+        self.events.publish("reloaded", config=str(self.cfg.path), changed=changed, restart_needed=restart, dropped=len(dropped))
+        return {"config": str(self.cfg.path), "changed": changed, "restart_needed": restart, "dropped": len(dropped)}
 
     def _on_deletion(self, source: Source | None, d: Deletion) -> None:
         ids = set(d.message_ids)
@@ -173,6 +237,7 @@ class Daemon:
         self._register_methods()
         listener = await self.control.bind()
         try:
+            self.open_journal()  # after bind: a second daemon on this socket is refused first
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 tg.start_soon(self.notifier.watchdog_loop)
@@ -208,6 +273,8 @@ class Daemon:
                             await part.close()
                         except Exception as e:
                             log.warning("closing %s failed: %s", part.name, e)
+            if self.journal:
+                self.journal.close()
             self.hardware.close()
             self.events.publish("stopped", uptime_s=round(time.time() - self.started, 1))
             self.notifier.close()
@@ -232,8 +299,16 @@ class Daemon:
             self._finished_sources.add(src.name)
 
     async def _signals(self, tg) -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    try:
+                        self.reload()
+                    except ConfigError as e:
+                        log.error("reload refused; the old config stays in force: %s", e)
+                        self.events.publish("reload_failed", error=str(e))
+                    continue
+                self.state = "stopping"
                 log.info("signal %s received; stopping", signal.Signals(signum).name)
                 if self.speaker:
                     self.speaker.skip()
@@ -297,7 +372,7 @@ class Daemon:
 
     def counts(self) -> dict[str, Any]:
         c = self.events.counts
-        return {k: c.get(k, 0) for k in ("received", "filtered", "queued", "dropped", "expired", "spoken", "failed", "cut")}
+        return {k: c.get(k, 0) for k in ("received", "filtered", "merged", "queued", "dropped", "expired", "spoken", "failed", "cut")}
 
     def status(self) -> dict[str, Any]:
         return {
@@ -310,6 +385,7 @@ class Daemon:
             "counts": self.counts(),
             "reasons": dict(self.events.reasons),
             "queue": self.queue.stats(),
+            "journal": self.journal.status() if self.journal else None,
             "speaker": self.speaker.status() if self.speaker else None,
             "engine": self.engines.status() if self.engines else None,
             "sources": [s.status() for s in self.sources],
@@ -351,6 +427,7 @@ class Daemon:
         c.method("voices", self._m_voices)
         c.method("plugins", self._m_plugins)
         c.method("events.watch", self._m_watch, stream=True)
+        c.method("reload", self._m_reload)
         c.method("metrics", self._m_metrics)
         c.method("bench", self._m_bench, BenchParams)
 
@@ -386,6 +463,13 @@ class Daemon:
         if self.engines is None or self.engines.active is None:
             raise ControlError("not_ready", "the engine is still loading; try again in a moment (see `ishowttsctl status`)")
         return self.engines
+
+    async def _m_reload(self, _: NoParams) -> dict:
+        try:
+            return self.reload()
+        except ConfigError as e:
+            self.events.publish("reload_failed", error=str(e))
+            raise ControlError("config_error", f"reload refused, the old config stays in force:\n{e}") from None
 
     async def _m_say(self, p: SayParams) -> dict:
         try:
@@ -525,7 +609,11 @@ def main(argv: list[str] | None = None) -> int:
     sock = Path(args.socket or cfg.daemon.socket or default_socket_path())
     if args.socket is None and cfg.daemon.socket:
         sock = cfg.resolve(cfg.daemon.socket)
-    daemon = Daemon(cfg, sock, exit_when_done=args.exit_when_done, notifier=Notifier.from_environment())
+    try:
+        daemon = Daemon(cfg, sock, exit_when_done=args.exit_when_done, notifier=Notifier.from_environment())
+    except ConfigError as e:  # e.g. a template with an unknown field
+        print(f"ishowttsd: config error:\n{cfg.path or 'config'}: {e}", file=sys.stderr)
+        return 78
     if args.check_config:
         try:
             daemon.build()

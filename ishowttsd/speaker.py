@@ -79,6 +79,8 @@ class Speaker:
         self.spoken = 0
         self._tg: TaskGroup | None = None
         self.on_spoken: list[Callable[[Utterance, SynthesisStats], None]] = []
+        # every other end: (utterance, "failed" | "expired" | "cut", reason)
+        self.on_ended: list[Callable[[Utterance, str, str], None]] = []
 
     # -- control -----------------------------------------------------------------------------
 
@@ -322,10 +324,13 @@ class Speaker:
         utt = p.utterance
         st = p.stats.to_dict()
         if p.error:
+            outcome, reason = "failed", "engine"
             self.events.publish("failed", **utt.event_fields(), reason="engine", error=p.error, **st)
         elif p.cut_reason == "expired":
+            outcome, reason = "expired", "ttl"
             self.events.publish("expired", **utt.event_fields(), reason="ttl")
         elif p.cut_reason is not None:
+            outcome, reason = "cut", p.cut_reason
             self.events.publish("cut", **utt.event_fields(), reason=p.cut_reason, **st)
         else:
             self.spoken += 1
@@ -339,6 +344,12 @@ class Speaker:
                     cb(utt, p.stats)
                 except Exception:
                     log.exception("an on_spoken callback failed for utterance %s", utt.id)
+            return
+        for cb in self.on_ended:
+            try:
+                cb(utt, outcome, reason)
+            except Exception:
+                log.exception("an on_ended callback failed for utterance %s", utt.id)
 
     def status(self) -> dict[str, Any]:
         cur = self.current
