@@ -238,7 +238,10 @@ class Config(Strict):
     def state_dir(self) -> Path:
         if self.daemon.state_dir:
             return self.resolve(self.daemon.state_dir)
-        base = os.environ.get("STATE_DIRECTORY") or os.environ.get("XDG_STATE_HOME")
+        systemd = os.environ.get("STATE_DIRECTORY")  # StateDirectory=ishowtts: already ours
+        if systemd:
+            return Path(systemd.split(":")[0])
+        base = os.environ.get("XDG_STATE_HOME")
         return (Path(base) if base else Path.home() / ".local" / "state") / "ishowtts"
 
 

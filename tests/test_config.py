@@ -88,10 +88,12 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path):
     assert cfg.state_dir() == tmp_path.resolve() / "state"
 
 
-def test_state_dir_respects_xdg(monkeypatch, tmp_path):
+def test_state_dir_respects_xdg_and_systemd(monkeypatch, tmp_path):
     monkeypatch.delenv("STATE_DIRECTORY", raising=False)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
     assert Config().state_dir() == tmp_path / "ishowtts"
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/ishowtts")  # StateDirectory=ishowtts
+    assert Config().state_dir() == Path("/var/lib/ishowtts")
 
 
 def test_template_with_unknown_field_is_refused(tmp_path):

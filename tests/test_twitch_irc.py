@@ -60,11 +60,12 @@ def test_usernotices_and_deletions():
     sub = T.to_event(T.parse_line(tf.usernotice("c", "e", "resub", "sys", "msg", msg_param_cumulative_months="7")))
     assert sub.kind == Kind.SUB and sub.extra["months"] == 7 and sub.text == "msg" and sub.extra["system_msg"] == "sys"
     gift = T.to_event(T.parse_line(tf.usernotice("c", "f", "subgift", "s", msg_param_recipient_display_name="G")))
-    assert gift.kind == Kind.SUB and gift.extra["recipient"] == "G" and gift.text == ""
+    assert gift.kind == Kind.GIFT and gift.extra["recipient"] == "G" and gift.text == ""
+    assert gift.paid and gift.amount == 4.99 and gift.currency == "USD"
     # the N subgifts that follow a submysterygift are not announced one by one
     assert T.to_event(T.parse_line(tf.usernotice("c", "f", "subgift", "s", msg_param_community_gift_id="123"))) is None
     mystery = T.to_event(T.parse_line(tf.usernotice("c", "f", "submysterygift", "s", msg_param_mass_gift_count="5")))
-    assert mystery.extra["num"] == 5
+    assert mystery.kind == Kind.GIFT and mystery.extra["num"] == 5 and mystery.extra["gift"] == "subs"
     raid = T.to_event(T.parse_line(tf.usernotice("c", "r", "raid", "s", msg_param_viewerCount="9", msg_param_displayName="R")))
     assert raid.kind == Kind.RAID and raid.extra["viewers"] == 9 and raid.user.name == "R"
     assert T.to_event(T.parse_line(tf.usernotice("c", "r", "bitsbadgetier", "s"))) is None

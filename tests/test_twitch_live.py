@@ -61,7 +61,8 @@ async def test_anonymous_chat_end_to_end(tmp_path):
             )
             e = await d.wait_spoken("five months; yay")  # the \s and \: escapes in system-msg decoded too
             assert e["kind"] == "sub" and e["user"] == "Erin"
-            await d.wait_spoken("Frank subscribed")
+            g = await d.wait_spoken("Frank gifted 1 sub")  # the gifter gave a gift; they did not subscribe
+            assert g["kind"] == "gift" and g["priority"] == "paid"
             rd = await d.wait_spoken("raiding with 15 viewers")
             assert rd["kind"] == "raid" and rd["user"] == "Raider"
 

@@ -201,6 +201,7 @@ def to_event(line: IrcLine, strip: bool = False) -> Message | Deletion | None:
             "action": action,
             "badges": parse_badges(t.get("badges", "")),
             "login": line.nick,
+            "emotes_stripped": bool(strip and emotes),  # moderation must not strip the ranges again
         }
         if t.get("tmi-sent-ts", "").isdigit():
             extra["sent_ms"] = int(t["tmi-sent-ts"])
@@ -245,16 +246,17 @@ def _usernotice(line: IrcLine, channel: str) -> Message | None:
     elif msg_id == "subgift":
         if t.get("msg-param-community-gift-id"):
             return None  # one of the N subs of a submysterygift, which was announced once already
-        kind = Kind.SUB
+        # a gifted sub is the gifter's gift, not the gifter subscribing
+        kind = Kind.GIFT
         extra["recipient"] = t.get("msg-param-recipient-display-name") or t.get("msg-param-recipient-user-name", "")
         extra["months"] = _int(t.get("msg-param-months"), 1)
         extra["plan"] = t.get("msg-param-sub-plan", "")
         extra["gift"] = "sub"
         extra["num"] = 1
     elif msg_id == "submysterygift":
-        kind = Kind.SUB
+        kind = Kind.GIFT
         extra["num"] = _int(t.get("msg-param-mass-gift-count"), 1)
-        extra["gift"] = "subs"
+        extra["gift"] = "sub" if extra["num"] == 1 else "subs"
         extra["plan"] = t.get("msg-param-sub-plan", "")
     elif msg_id == "raid":
         kind = Kind.RAID
@@ -264,7 +266,14 @@ def _usernotice(line: IrcLine, channel: str) -> Message | None:
         kind = Kind.DANMAKU
     if kind is None:
         return None
-    return Message(platform=PLATFORM, kind=kind, text=text, user=user, id=t.get("id", ""), room=channel, extra=extra)
+    amount = currency = None
+    if kind == Kind.GIFT:  # list price, so min_gift_value can weigh gifted subs like other gifts
+        amount, currency = round(extra["num"] * _SUB_PRICE_USD.get(extra["plan"], 4.99), 2), "USD"
+    return Message(platform=PLATFORM, kind=kind, text=text, user=user, amount=amount, currency=currency,
+                   id=t.get("id", ""), room=channel, extra=extra)  # fmt: skip
+
+
+_SUB_PRICE_USD = {"1000": 4.99, "2000": 9.99, "3000": 24.99, "Prime": 4.99}
 
 
 # ---------------------------------------------------------------------------------------------
