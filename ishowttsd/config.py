@@ -73,19 +73,81 @@ class PluginTable(BaseModel):
 
 
 class ModerationConfig(Strict):
+    """`[moderation]`: what is read aloud and how; reloadable (SIGHUP, `ishowttsctl reload`)."""
+
     max_chars: int = Field(default=80, ge=1, le=2000)
     block_words: list[str] = Field(default_factory=list)
+    block_patterns: list[str] = Field(default_factory=list)  # Python regexes, case-insensitive
     # per kind ("danmaku") or per platform and kind ("twitch.danmaku"); {user} {text} {num}
-    # {gift} {amount} {currency} {guard} {months} {reward} {viewers} {platform}
+    # {gift} {amount} {bits} {currency} {guard} {months} {reward} {viewers} {platform} {backlog}
     templates: dict[str, str] = Field(default_factory=dict)
+    # used instead of `templates` when the username is not read (read_username, flood mode)
+    anonymous_templates: dict[str, str] = Field(default_factory=dict)
+    read_username: dict[str, bool] = Field(default_factory=dict)  # kind -> read the name? (default yes)
     default_voice: str | None = None
     kind_voices: dict[str, str] = Field(default_factory=dict)  # kind -> voice id
+    user_voices: dict[str, str] = Field(default_factory=dict)  # "name", "id" or "platform:id" -> voice id
+    # who may speak: entries are a name, an id, or "platform:name-or-id"
+    block_users: list[str] = Field(default_factory=list)
+    allow_users: list[str] = Field(default_factory=list)  # pass every user check, like moderators
+    allow_only: bool = False  # chat only from allow_users, moderators and the broadcaster
+    min_user_level: int = Field(default=0, ge=0)  # Bilibili user level (UL)
+    min_medal_level: int = Field(default=0, ge=0)  # Bilibili fan-medal level
+    medal_name: str | None = None  # only this room's medal counts for min_medal_level
+    require_member: bool = False  # chat only from guards (舰长...) / subscribers
+    ignore_bots: list[str] = Field(
+        default_factory=lambda: ["Nightbot", "StreamElements", "Streamlabs", "Moobot", "Fossabot", "Wizebot"]
+    )
+    ignore_commands: bool = True  # "!command" lines are for bots, not for the voice
+    strip_links: bool = True
+    link_replacement: str = ""  # what a link is read as, e.g. "链接"
+    strip_emotes: bool = True  # Twitch emote ranges, Bilibili emoticons
+    max_repeat: int = Field(default=3, ge=1, le=50)  # "哈哈哈哈哈哈" -> "哈哈哈"
+    max_emoji: int = Field(default=3, ge=0, le=100)  # emoji kept per message
+    max_spoken_s: float = Field(default=0.0, ge=0.0)  # estimated speaking time limit; 0 = off
+    cjk_chars_per_s: float = Field(default=4.5, gt=0)
+    latin_chars_per_s: float = Field(default=14.0, gt=0)
+    user_cooldown_s: float = Field(default=0.0, ge=0.0)  # per user, for chat lines
+    duplicate_window_s: float = Field(default=30.0, ge=0.0)  # same text again within it is dropped
+    min_gift_value: float = Field(default=0.0, ge=0.0)  # paid gifts worth less are not read
+    read_free_gifts: bool = True
+    combo_window_s: float = Field(default=5.0, ge=0.0)  # gift combos merged into one utterance
+
+    @field_validator("read_username", "kind_voices")
+    @classmethod
+    def _kinds(cls, v: dict) -> dict:
+        from ishowttsd.messages import Kind
+
+        kinds = [k.value for k in Kind]
+        bad = sorted(k for k in v if k not in kinds)
+        if bad:
+            raise ValueError(f"unknown kind(s) {bad}; use {kinds}")
+        return v
+
+    @field_validator("block_patterns")
+    @classmethod
+    def _patterns(cls, v: list[str]) -> list[str]:
+        import re
+
+        for i, pat in enumerate(v):
+            try:
+                re.compile(pat)
+            except re.error as e:
+                raise ValueError(
+                    f"block_patterns[{i}] {pat!r} is not a valid regular expression ({e}); "
+                    f"escape special characters with \\ or put plain words in block_words"
+                ) from None
+        return v
 
 
 class QueueConfig(Strict):
     max_pending: int = Field(default=50, ge=1, le=100_000)
     # seconds an utterance of each class may wait before it is stale and dropped
     ttl: dict[str, float] = Field(default_factory=dict)
+    # flood mode: at this backlog usernames are no longer read (0 = off) ...
+    flood_threshold: int = Field(default=20, ge=0)
+    # ... and this is said once per flood ("" = say nothing); {backlog} is the number waiting
+    flood_announce: str = ""
 
     @field_validator("ttl")
     @classmethod
@@ -99,9 +161,52 @@ class QueueConfig(Strict):
         return v
 
 
+class JournalConfig(Strict):
+    """`[journal]`: paid and membership speech survives a crash or restart."""
+
+    enabled: bool = True
+    path: str | None = None  # default: <state dir>/journal.sqlite3
+    synchronous: str = "full"  # full: survives power loss; normal: survives a daemon crash
+    keep_days: float = Field(default=7.0, ge=0.0)  # finished entries are pruned after this
+
+    @field_validator("synchronous")
+    @classmethod
+    def _sync(cls, v: str) -> str:
+        if v.lower() not in ("full", "normal"):
+            raise ValueError("use full or normal")
+        return v.lower()
+
+
 class HealthConfig(Strict):
-    baseline_file: str | None = None
-    rtf_margin: float = Field(default=0.2, ge=0.0)
+    baseline_file: str | None = None  # default: <state_dir>/rtf-baseline.json
+    rtf_margin: float = Field(default=0.2, ge=0.0)  # warn when the rolling median RTF is this much over baseline
+    rtf_fail_margin: float = Field(default=1.0, ge=0.0)  # fail beyond this (1.0 = twice as slow)
+    rtf_floor: float = Field(default=0.05, ge=0.0)  # medians under this never count as regressions: too fast to matter
+    rtf_window: int = Field(default=20, ge=1, le=10_000)  # utterances in the rolling median
+    rtf_min_samples: int = Field(default=3, ge=1)  # judge only after this many utterances
+    learn_baseline: bool = True  # no stored baseline: learn one from the first utterances after warm-up
+    learn_samples: int = Field(default=5, ge=1)
+    ttfa_warn_s: float = Field(default=3.0, gt=0)
+    ttfa_fail_s: float = Field(default=10.0, gt=0)
+    queue_wait_warn_s: float = Field(default=30.0, gt=0)
+    memory_growth_warn_mb_per_h: float = Field(default=50.0, gt=0)
+    memory_min_span_s: float = Field(default=3600.0, gt=0)  # judge growth over at least this long
+    disk_warn_mb: float = Field(default=1024.0, ge=0)
+    disk_fail_mb: float = Field(default=100.0, ge=0)
+    contention_cores: float = Field(default=0.5, ge=0)  # other processes using this many cores = contention
+
+
+class HardwareConfig(Strict):
+    sysroot: str | None = None  # read /sys, /proc, /etc under this folder (tests); also $ISHOWTTS_SYSROOT
+    telemetry_interval_s: float = Field(default=10.0, ge=0.1)
+    use_jtop: bool = True  # when jetson-stats is installed and jtop.service runs
+    use_nvml: bool = True  # when nvidia-ml-py is installed
+    thermal_limit_c: float = Field(default=85.0, gt=0)
+    command_timeout_s: float = Field(default=5.0, gt=0)
+    performance_refresh_s: float = Field(default=60.0, ge=0)  # how often jetson_clocks/nvpmodel are asked
+    # what the box should run at; health warns when it does not (ishowtts-performance.service applies it)
+    expect_clocks_locked: bool | None = None  # None: expected on a Jetson, not elsewhere
+    expect_nvpmodel: str | None = None  # a mode name ("MAXN") or id ("0")
 
 
 class Config(Strict):
@@ -112,7 +217,9 @@ class Config(Strict):
     sinks: list[PluginTable] = Field(default_factory=list)
     moderation: ModerationConfig = Field(default_factory=ModerationConfig)
     queue: QueueConfig = Field(default_factory=QueueConfig)
+    journal: JournalConfig = Field(default_factory=JournalConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    hardware: HardwareConfig = Field(default_factory=HardwareConfig)
 
     # where the config came from; relative paths in it are relative to that file's folder
     _path: Path | None = None
@@ -131,7 +238,10 @@ class Config(Strict):
     def state_dir(self) -> Path:
         if self.daemon.state_dir:
             return self.resolve(self.daemon.state_dir)
-        base = os.environ.get("STATE_DIRECTORY") or os.environ.get("XDG_STATE_HOME")
+        systemd = os.environ.get("STATE_DIRECTORY")  # StateDirectory=ishowtts: already ours
+        if systemd:
+            return Path(systemd.split(":")[0])
+        base = os.environ.get("XDG_STATE_HOME")
         return (Path(base) if base else Path.home() / ".local" / "state") / "ishowtts"
 
 
@@ -177,7 +287,7 @@ def format_validation_error(e: ValidationError, path: Path | None, prefix: str =
     where = str(path) if path else "config"
     lines = []
     for err in e.errors():
-        key = prefix + _loc(err["loc"])
+        key = prefix + _loc(err["loc"]) if err["loc"] else (prefix.rstrip(".") or "(top level)")
         if err["type"] == "extra_forbidden":
             lines.append(f"{where}: {key}: unknown key; check its spelling or remove it")
         elif err["type"] == "missing":

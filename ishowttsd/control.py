@@ -111,14 +111,17 @@ class ControlServer:
                         break
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, ConnectionError):
             pass  # the client went away; nothing to clean up but the count
+        except Exception:  # one client must never end the listener for everyone
+            log.exception("control client handler failed uid=%s", uid)
         finally:
             self.clients -= 1
 
     async def _dispatch(self, stream, raw: bytes, uid) -> bool:
         try:
             req = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            await stream.send(_line(_error(None, "parse_error", f"not valid JSON: {e}")))
+        except (ValueError, RecursionError) as e:  # JSONDecodeError, bad UTF-8, absurd nesting or numbers
+            msg = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+            await stream.send(_line(_error(None, "parse_error", f"not valid JSON: {msg}")))
             return True
         if not isinstance(req, dict) or not isinstance(req.get("method"), str):
             rid = req.get("id") if isinstance(req, dict) else None

@@ -14,6 +14,9 @@ from ishowttsd.config import default_socket_path
 from ishowttsd.control import ControlError, client_request
 
 EXIT_OK, EXIT_ERROR, EXIT_NO_DAEMON = 0, 1, 3
+# `health` follows the monitoring-plugin convention: 0 ok, 1 warn, 2 fail (a daemon that is not
+# running is a failure), 3 unknown (the daemon could not be asked)
+HEALTH_FAIL, HEALTH_UNKNOWN = 2, 3
 
 
 def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
@@ -47,18 +50,30 @@ def _human(verb: str, r: Any) -> str:
             + (f"  FALLBACK: {eng['fallback_reason']}" if eng.get("fallback_reason") else ""),
             f"speech   " + "  ".join(f"{k} {v}" for k, v in c.items()),
             f"queue    {r['queue']['pending']}/{r['queue']['max_pending']} pending, oldest {r['queue']['oldest_wait_s']} s"
+            + f", latency median {r['queue'].get('latency_median_s')} s"
+            + ("  FLOOD" if r["queue"].get("flood") else "")
             + ("  PAUSED" if sp.get("paused") else ""),
             f"rtf      median {sp.get('rtf_median')}  ttfa median {sp.get('ttfa_median_s')} s",
         ]
+        if r.get("journal"):
+            lines.append(f"journal  {r['journal']['pending']} paid/membership owed  {r['journal']['path']}")
         if r.get("reasons"):
             lines.append("reasons  " + "  ".join(f"{k} {v}" for k, v in sorted(r["reasons"].items())))
+        lines += _hardware_lines(r.get("hardware") or {})
         lines += ["", "SOURCES", _table(r["sources"], ["name", "type", "state", "detail", "last_error"])]
         lines += ["", "SINKS", _table(r["sinks"], ["name", "type", "state", "detail", "last_error"])]
         if r["plugins"]["broken"]:
             lines += ["", "BROKEN PLUGINS", _table(r["plugins"]["broken"], ["name", "state", "path", "error"])]
         return "\n".join(lines)
     if verb == "health":
-        return f"health: {r['status'].upper()}\n" + _table(r["checks"], ["check", "level", "reason", "fix"])
+        width = max((len(c["check"]) for c in r["checks"]), default=5)
+        lines = [f"health: {r['status'].upper()}"]
+        for c in r["checks"]:
+            level = c["level"] if c["level"] == "ok" else c["level"].upper()
+            lines.append(f"  {level:<4}  {c['check']:<{width}}  {c['reason']}")
+            if c["fix"] and c["level"] != "ok":
+                lines.append(f"  {'':<4}  {'':<{width}}  fix: {c['fix']}")
+        return "\n".join(lines)
     if verb == "queue":
         rows = []
         if r.get("speaking"):
@@ -78,9 +93,52 @@ def _human(verb: str, r: Any) -> str:
         if r["accepted"]:
             return f"queued #{r['id']} ({r['priority']}): {r['text']}"
         return f"filtered: {r['reason']} ({r['detail']})"
+    if verb == "reload":
+        changed = ", ".join(r["changed"]) or "nothing changed"
+        more = f"\n  restart to apply: {', '.join(r['restart_needed'])}" if r["restart_needed"] else ""
+        return f"reloaded {r['config']}: {changed}{more}"
     if verb == "say":
         return f"queued #{r['id']}" if r["queued"] else "dropped: the queue is full of higher-priority speech"
+    if verb == "metrics":
+        return r["text"].rstrip("\n")
+    if verb == "bench":
+        b = r["baseline"]
+        lines = [f"bench {r['key']}: median RTF {b['rtf_median']} (min {b['rtf_min']}, max {b['rtf_max']}) over {b['runs']} runs "
+                 f"of {b['texts']} texts, {b['audio_s_per_run']} s of audio each; median TTFA {b['ttfa_median_s']} s"]  # fmt: skip
+        lines.append(_table(r["runs"], ["rtf", "synth_s", "audio_s", "ttfa_s"]))
+        lines.append(f"baseline saved to {r['saved']}" if r["saved"] else "not saved (add --save-baseline to keep it as the health baseline)")
+        return "\n".join(lines)
     return json.dumps(r, ensure_ascii=False)
+
+
+def _hardware_lines(hw: dict) -> list[str]:
+    plat = hw.get("platform") or {}
+    if not plat:
+        return []
+    t = hw.get("telemetry") or {}
+    cpu = t.get("cpu") or {}
+    mem = t.get("memory") or {}
+    head = f"hardware {plat.get('kind')}: {plat.get('model') or '?'}"
+    if plat.get("l4t"):
+        head += f"  L4T {plat['l4t']}"
+    lines = [head]
+    if t:
+        parts = [f"cpu {cpu.get('percent')}% load {' '.join(str(x) for x in cpu.get('load') or [])}",
+                 f"ram {mem.get('available_mb')} MB free", f"rss {(t.get('process') or {}).get('rss_mb')} MB"]  # fmt: skip
+        for g in t.get("gpu") or []:
+            parts.append(f"gpu {g.get('load_percent')}% {g.get('freq_mhz')} MHz")
+        temps = t.get("temperatures") or {}
+        if temps:
+            parts.append("max temp " + str(max(temps.values())) + " °C")
+        if (t.get("power") or {}).get("total_w") is not None:
+            parts.append(f"power {t['power']['total_w']} W")
+        lines.append("         " + "  ".join(parts))
+    perf = hw.get("performance") or {}
+    if plat.get("kind") == "jetson" and perf:
+        nv = perf.get("nvpmodel") or {}
+        locked = {True: "locked", False: "NOT locked", None: "unknown"}[perf.get("clocks_locked")]
+        lines.append(f"         clocks {locked}  nvpmodel {nv.get('name') or '-'} (id {nv.get('id')})")
+    return lines
 
 
 def _format_event(ev: dict) -> str:
@@ -110,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ishowttsctl", description="Control a running ishowttsd.")
     ap.add_argument("--socket", help=f"control socket (default {default_socket_path()})")
     ap.add_argument("--json", action="store_true", help="print JSON for scripts")
+    ap.add_argument("--timeout", type=float, help="seconds to wait for an answer (default 30; bench 3600)")
     sub = ap.add_subparsers(dest="verb", required=True, metavar="VERB")
     sub.add_parser("status", help="what the daemon is doing")
     sub.add_parser("health", help="self-checks; exit 0 ok, 1 warn, 2 fail")
@@ -140,10 +199,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reload", nargs="?", const="", metavar="ID", help="re-prepare every voice (or only ID) after an edit")
     sub.add_parser("plugins", help="loaded, broken and refused plugins")
     sub.add_parser("watch", help="stream events live")
-    p = sub.add_parser("bench", help="benchmark the F5 engine against upstream F5-TTS (runs here, not in the daemon)",
-                       description="Runs `python -m ishowttsd.bench` in this process; arguments go to it "
-                       "(default: --engine f5 --compare-upstream). See `ishowttsctl bench -- --help`.")  # fmt: skip
-    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for ishowttsd.bench")
+    sub.add_parser("reload", help="re-read the config file: moderation and queue policy (like SIGHUP)")
+    sub.add_parser("metrics", help="Prometheus text metrics")
+    p = sub.add_parser("bench", help="time the running engine; --save-baseline keeps it as the health baseline")
+    p.add_argument("--save-baseline", action="store_true", help="store the result in [health] baseline_file")
+    p.add_argument("--runs", type=int, default=3, help="timed passes over the text set (after one warm-up pass)")
+    p.add_argument("--voice", help="voice id (default: the default voice)")
+    p.add_argument("--text", action="append", dest="texts", help="a text to time (repeatable; default: a fixed set)")
+    p.add_argument("--compare-upstream", nargs=argparse.REMAINDER, metavar="ARGS",
+                   help="instead: run the side-by-side F5 benchmark here (python -m ishowttsd.bench --engine f5 "
+                   "--compare-upstream ARGS, e.g. --out FILE); it needs no daemon")
     return ap
 
 
@@ -151,11 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     path = Path(args.socket) if args.socket else default_socket_path()
     verb = args.verb
-    if verb == "bench":  # heavy and local: it loads torch and two models, so it never runs inside the daemon
+    if verb == "bench" and args.compare_upstream is not None:
+        # heavy and local: two full models side by side, so it never runs inside the daemon
         from ishowttsd import bench
 
-        rest = [a for a in args.args if a != "--"] or ["--engine", "f5", "--compare-upstream"]
-        return bench.main(rest)
+        return bench.main(["--engine", "f5", "--compare-upstream", *[a for a in args.compare_upstream if a != "--"]])
     method, params = verb, {}
     if verb == "say":
         params = {"text": args.text, "voice": args.voice, "priority": args.priority}
@@ -176,10 +241,14 @@ def main(argv: list[str] | None = None) -> int:
         params = {"classes": args.classes}
     elif verb == "voices" and args.reload is not None:
         method, params = "voices.reload", ({"id": args.reload} if args.reload else {})
+    elif verb == "bench":
+        params = {"runs": args.runs, "voice": args.voice, "texts": args.texts, "save_baseline": args.save_baseline}
     try:
         if verb == "watch":
             return _watch(path, args.json)
-        result = client_request(path, method, params)
+        # a bench on a big model takes minutes
+        timeout = args.timeout or (3600.0 if verb == "bench" else 30.0)
+        result = client_request(path, method, params, timeout=timeout)
     except (FileNotFoundError, ConnectionRefusedError):
         print(
             f"ishowttsctl: ishowttsd is not running (nothing listens on {path}).\n"
@@ -187,13 +256,20 @@ def main(argv: list[str] | None = None) -> int:
             f"  or point at its socket with --socket PATH",
             file=sys.stderr,
         )
-        return EXIT_NO_DAEMON
+        return HEALTH_FAIL if verb == "health" else EXIT_NO_DAEMON
     except PermissionError:
         print(f"ishowttsctl: permission denied on {path}; run as the daemon's user or join its group", file=sys.stderr)
-        return EXIT_NO_DAEMON
+        return HEALTH_UNKNOWN if verb == "health" else EXIT_NO_DAEMON
     except ControlError as e:
         print(f"ishowttsctl: {e.code}: {e.message}", file=sys.stderr)
-        return EXIT_ERROR
+        return HEALTH_UNKNOWN if verb == "health" else EXIT_ERROR
+    except TimeoutError:
+        print(f"ishowttsctl: ishowttsd at {path} did not answer in time; it may be overloaded or hung "
+              f"(check `journalctl -u ishowttsd`)", file=sys.stderr)  # fmt: skip
+        return HEALTH_UNKNOWN if verb == "health" else EXIT_ERROR
+    except OSError as e:
+        print(f"ishowttsctl: cannot talk to ishowttsd at {path}: {e}", file=sys.stderr)
+        return HEALTH_UNKNOWN if verb == "health" else EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_OK
     print(json.dumps(result, ensure_ascii=False, indent=2) if args.json else _human(verb, result))

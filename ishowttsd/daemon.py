@@ -22,10 +22,14 @@ from ishowttsd.control import ControlError, ControlServer, NoParams, Params
 from ishowttsd.engines.base import EngineError
 from ishowttsd.engines.host import EngineHost
 from ishowttsd.events import EventBus
+from ishowttsd.hardware import Hardware
+from ishowttsd.health import HealthMonitor
 from ishowttsd.messages import Deletion, Kind, Message, Priority, User, Utterance
-from ishowttsd.moderation import Moderator, Rejection
+from ishowttsd.journal import Journal, JournalError
+from ishowttsd.moderation import Merged, Moderator, Rejection
 from ishowttsd.plugins import PluginManager
 from ishowttsd.queue import SpeechQueue, ttl_from_config
+from ishowttsd.sdnotify import Notifier
 from ishowttsd.sink import Sink, SinkContext
 from ishowttsd.source import Source, SourceContext
 from ishowttsd.speaker import Speaker
@@ -61,12 +65,19 @@ class ClearParams(Params):
     classes: list[str] | None = None
 
 
+class BenchParams(Params):
+    runs: int = Field(default=3, ge=1, le=50)
+    voice: str | None = None
+    texts: list[str] | None = Field(default=None, min_length=1, max_length=20)
+    save_baseline: bool = False
+
+
 class VoicesReloadParams(Params):
     id: str | None = None  # only this voice; default: every [[voices]] entry
 
 
 class Daemon:
-    def __init__(self, cfg: Config, socket_path: Path, exit_when_done: bool = False) -> None:
+    def __init__(self, cfg: Config, socket_path: Path, exit_when_done: bool = False, notifier: Notifier | None = None) -> None:
         self.cfg = cfg
         self.socket_path = socket_path
         self.exit_when_done = exit_when_done
@@ -75,12 +86,18 @@ class Daemon:
         self.plugins = PluginManager(strict=cfg.daemon.strict_plugins)
         self.sources: list[Source] = []
         self.sinks: list[Sink] = []
-        self.queue = SpeechQueue(cfg.queue.max_pending, self.events)
+        q = cfg.queue
+        self.queue = SpeechQueue(q.max_pending, self.events, flood_threshold=q.flood_threshold, flood_announce=q.flood_announce)
         self.ttl = ttl_from_config(cfg.queue.ttl)
         self.moderator = Moderator(cfg.moderation, self.ttl)
+        self.journal: Journal | None = None
         self.engines: EngineHost | None = None
         self.speaker: Speaker | None = None
         self.control = ControlServer(socket_path)
+        self.notifier = notifier or Notifier()
+        self.hardware = Hardware(cfg.hardware)
+        self.monitor: HealthMonitor | None = None
+        self._bench_lock = anyio.Lock()
         self.state = "starting"
         self._finished_sources: set[str] = set()
 
@@ -100,6 +117,14 @@ class Daemon:
         _unique_names("sinks", self.sinks, self.cfg)
         self.engines = EngineHost(self.cfg, self.plugins.engines, self.events)
         self.speaker = Speaker(self.queue, self.engines, self.sinks, self.events)
+        self.speaker.on_spoken.append(lambda u, _st: self._journal_end(u, "spoken", ""))
+        self.speaker.on_ended.append(self._journal_end)
+        self.queue.on_discard.append(self._journal_end)
+        self.monitor = HealthMonitor(
+            self.cfg, self.events, self.hardware, engines=self.engines, speaker=self.speaker, queue=self.queue,
+            sources=self.sources, sinks=self.sinks, plugins=self.plugins, state=lambda: self.state,
+        )  # fmt: skip
+        self.speaker.on_spoken.append(self.monitor.on_spoken)
 
     def _tables(self, kind: str, tables, registry) -> list:
         out = []
@@ -125,15 +150,73 @@ class Daemon:
         self.events.publish(
             "received", source=name, platform=m.platform, kind=m.kind.value, user=m.user.name, text=m.text, message_id=m.id
         )
-        result = self.moderator.moderate(m, source=name)
+        result = self.moderator.moderate(m, source=name, flood=self.queue.flooded, is_pending=self.queue.contains)
         if isinstance(result, Rejection):
             self.events.publish(
                 "filtered", source=name, platform=m.platform, kind=m.kind.value, user=m.user.name,
                 reason=result.reason, detail=result.detail,
             )  # fmt: skip
             return result
+        if isinstance(result, Merged):  # a gift combo grew: the waiting utterance says the total
+            self.events.publish("merged", **result.utterance.event_fields(), total=result.total, message_id=m.id)
+            if self.journal:
+                self.journal.update_text(result.utterance)
+            return result.utterance
+        if self.journal and self.journal.wants(result):
+            self.journal.add(result)  # committed before the queue (or its bound) can touch it
         self.queue.put(result)
         return result
+
+    # -- the journal and reload (issue 6) ---------------------------------------------------------
+
+    def _journal_end(self, u: Utterance, outcome: str, reason: str) -> None:
+        if self.journal is None or not self.journal.tracks(u):
+            return
+        if outcome == "cut" and reason == "skipped" and self.state == "stopping":
+            return  # cut by our own shutdown: still owed, spoken after the restart
+        self.journal.finish(u, outcome, reason)
+
+    def open_journal(self) -> None:
+        """Open the journal and queue again what a crash or restart left unsaid."""
+        jc = self.cfg.journal
+        if not jc.enabled:
+            return
+        path = self.cfg.resolve(jc.path) if jc.path else self.cfg.state_dir() / "journal.sqlite3"
+        self.journal = Journal(path, jc.synchronous)
+        try:
+            self.journal.open()
+        except JournalError as e:
+            raise ConfigError(str(e)) from None
+        self.journal.prune(jc.keep_days)
+        now = time.monotonic()
+        for platform, mid in self.journal.recent_message_ids():
+            self.moderator.state.seen_id(platform, mid, now)
+        live, stale, given_up = self.journal.recover()
+        for s in stale:
+            log.warning("journal: not said before its time-to-live ran out while stopped: %s", s.to_dict())
+            self.events.publish("journal_stale", **s.to_dict(), reason="ttl_while_stopped")
+        for s in given_up:
+            log.error("journal: given up after repeated restarts without being said: %s", s.to_dict())
+            self.events.publish("journal_stale", **s.to_dict(), reason="too_many_restarts")
+        for u in live:
+            self.events.publish("recovered", **u.event_fields(), age_s=round(time.time() - u.created_wall, 1))
+            self.queue.put(u)
+
+    def reload(self) -> dict[str, Any]:
+        """Re-read the config file and swap moderation and queue policy; a bad file changes nothing."""
+        if self.cfg.path is None:
+            raise ConfigError("started without --config: there is no file to reload")
+        new = load_config(self.cfg.path)
+        ttl = ttl_from_config(new.queue.ttl)
+        moderator = Moderator(new.moderation, ttl, state=self.moderator.state)  # validates templates too
+        changed = [k for k in ("moderation", "queue") if getattr(new, k) != getattr(self.cfg, k)]
+        restart = [k for k in type(new).model_fields if k not in ("moderation", "queue") and getattr(new, k) != getattr(self.cfg, k)]
+        self.moderator, self.ttl = moderator, ttl  # nothing above this line changed any state
+        self.cfg.moderation, self.cfg.queue = new.moderation, new.queue
+        q = new.queue
+        dropped = self.queue.configure(q.max_pending, q.flood_threshold, q.flood_announce)
+        self.events.publish("reloaded", config=str(self.cfg.path), changed=changed, restart_needed=restart, dropped=len(dropped))
+        return {"config": str(self.cfg.path), "changed": changed, "restart_needed": restart, "dropped": len(dropped)}
 
     def _on_deletion(self, source: Source | None, d: Deletion) -> None:
         ids = set(d.message_ids)
@@ -158,10 +241,14 @@ class Daemon:
         self._register_methods()
         listener = await self.control.bind()
         try:
+            self.open_journal()  # after bind: a second daemon on this socket is refused first
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                tg.start_soon(self.notifier.watchdog_loop)
                 tg.start_soon(self.control.serve, listener)
                 tg.start_soon(self._signals, tg)
+                # the socket is bound and the plugins are loaded: systemd may start what needs us
+                self.notifier.ready(status=f"loading engine {self.cfg.engine.default}")
                 for sink in self.sinks:
                     await self._start_sink(sink)
                 for src in self.sources:
@@ -170,14 +257,18 @@ class Daemon:
                     "started", version=__version__, socket=str(self.socket_path), pid=os.getpid(),
                     sources=len(self.sources), sinks=len(self.sinks), broken_plugins=len(self.plugins.broken),
                 )  # fmt: skip
+                tg.start_soon(self._telemetry_loop)
+                tg.start_soon(self.monitor.run, self._refresh_hardware)
                 await self.engines.start()
                 self.state = "running"
                 self.events.publish("ready", engine=self.engines.active)
+                self.notifier.status(self._status_line())
                 tg.start_soon(self.speaker.run)
                 if self.exit_when_done:
                     tg.start_soon(self._exit_when_done, tg)
         finally:
             self.state = "stopping"
+            self.notifier.stopping()
             self.control.unlink()
             with anyio.CancelScope(shield=True):
                 for part in [*self.sources, *self.sinks]:
@@ -186,7 +277,11 @@ class Daemon:
                             await part.close()
                         except Exception as e:
                             log.warning("closing %s failed: %s", part.name, e)
+            if self.journal:
+                self.journal.close()
+            self.hardware.close()
             self.events.publish("stopped", uptime_s=round(time.time() - self.started, 1))
+            self.notifier.close()
 
     async def _start_sink(self, sink: Sink) -> None:
         try:
@@ -199,7 +294,7 @@ class Daemon:
     async def _run_source(self, src: Source) -> None:
         try:
             await src.run()
-            if src.finite and src.state != "finished":
+            if src.finite and src.state not in ("finished", "failed"):
                 src.set_state("finished")
         except Exception as e:  # a broken source is reported, never fatal
             log.exception("source %s crashed", src.name)
@@ -208,8 +303,16 @@ class Daemon:
             self._finished_sources.add(src.name)
 
     async def _signals(self, tg) -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    try:
+                        self.reload()
+                    except ConfigError as e:
+                        log.error("reload refused; the old config stays in force: %s", e)
+                        self.events.publish("reload_failed", error=str(e))
+                    continue
+                self.state = "stopping"
                 log.info("signal %s received; stopping", signal.Signals(signum).name)
                 if self.speaker:
                     self.speaker.skip()
@@ -226,11 +329,54 @@ class Daemon:
                     tg.cancel_scope.cancel()
                     return
 
+    async def _telemetry_loop(self) -> None:
+        """Sample the hardware, publish `telemetry`, feed the health monitor, update STATUS=."""
+        failed = False
+        while True:
+            try:
+                t = await anyio.to_thread.run_sync(self._sample_hardware)
+                self.monitor.sample_memory()
+                self.events.publish("telemetry", **{k: v for k, v in t.items() if k != "ts"})
+                failed = False
+            except Exception as e:  # telemetry is never worth dying for
+                if not failed:
+                    log.warning("hardware telemetry failed: %s: %s", type(e).__name__, e)
+                failed = True
+            self.notifier.status(self._status_line())
+            await anyio.sleep(self.cfg.hardware.telemetry_interval_s)
+
+    def _sample_hardware(self) -> dict[str, Any]:
+        if self.hardware.info is None:
+            self.hardware.detect()
+        self.hardware.performance()
+        return self.hardware.telemetry()
+
+    async def _refresh_hardware(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A fresh sample for a health answer: CPU use by others measured over half a second."""
+
+        def work():
+            self.hardware.cpu_contention()
+            time.sleep(0.5)
+            perf = self.hardware.performance()
+            return self.hardware.telemetry(), perf
+
+        return await anyio.to_thread.run_sync(work)
+
+    def _status_line(self) -> str:
+        """One line for `systemctl status` (sd_notify STATUS=)."""
+        if self.state != "running" or self.speaker is None:
+            return f"{self.state}: loading engine {self.cfg.engine.default}"
+        sp = self.speaker.status()
+        h = self.health()["status"] if self.monitor else "?"
+        rtf = sp.get("rtf_median")
+        return (f"running: {self.engines.active}, {sp['spoken']} spoken, {len(self.queue)} queued"
+                f"{', paused' if sp['paused'] else ''}, median RTF {rtf if rtf is not None else '-'}, health {h}")  # fmt: skip
+
     # -- reports ---------------------------------------------------------------------------------
 
     def counts(self) -> dict[str, Any]:
         c = self.events.counts
-        return {k: c.get(k, 0) for k in ("received", "filtered", "queued", "dropped", "expired", "spoken", "failed", "cut")}
+        return {k: c.get(k, 0) for k in ("received", "filtered", "merged", "queued", "dropped", "expired", "spoken", "failed", "cut")}
 
     def status(self) -> dict[str, Any]:
         return {
@@ -243,41 +389,19 @@ class Daemon:
             "counts": self.counts(),
             "reasons": dict(self.events.reasons),
             "queue": self.queue.stats(),
+            "journal": self.journal.status() if self.journal else None,
             "speaker": self.speaker.status() if self.speaker else None,
             "engine": self.engines.status() if self.engines else None,
             "sources": [s.status() for s in self.sources],
             "sinks": [s.status() for s in self.sinks],
             "plugins": {"loaded": sum(1 for r in self.plugins.records if r.state == "loaded"),
                         "broken": [r.to_dict() for r in self.plugins.broken]},
+            "hardware": self.hardware.snapshot(),
         }  # fmt: skip
 
     def health(self) -> dict[str, Any]:
-        checks = []
-
-        def add(name: str, level: str, reason: str, fix: str = "") -> None:
-            checks.append({"check": name, "level": level, "reason": reason, "fix": fix})
-
-        eng = self.engines
-        if eng is None or eng.active is None:
-            add("engine", "warn" if self.state == "starting" else "fail", "no engine loaded yet")
-        elif eng.fallback_reason:
-            add("engine", "warn", f"speaking with fallback {eng.active}: {eng.fallback_reason}", "fix the engine config and restart")
-        else:
-            add("engine", "ok", f"{eng.active} loaded")
-        for s in self.sources:
-            bad = s.state in ("failed", "down", "backoff")
-            add(f"source:{s.name}", "warn" if bad else "ok", f"{s.state} {s.detail}".strip(), s.last_error or "")
-        for k in self.sinks:
-            bad = k.state in ("error", "stalled", "failed")
-            add(f"sink:{k.name}", "warn" if bad else "ok", f"{k.state} {k.detail}".strip(), k.last_error or "")
-        for r in self.plugins.broken:
-            add(f"plugin:{r.name}", "warn", f"{r.state}: {r.error}", "fix or remove the plugin file")
-        q = self.queue.stats()
-        level = "warn" if q["pending"] >= self.queue.max_pending else "ok"
-        add("queue", level, f"{q['pending']} pending, oldest waited {q['oldest_wait_s']} s")
-        order = {"ok": 0, "warn": 1, "fail": 2}
-        overall = max((c["level"] for c in checks), key=order.__getitem__, default="ok")
-        return {"status": overall, "checks": checks}
+        """The self-checks (ishowttsd.health), from the latest hardware sample."""
+        return self.monitor.report()
 
     def summary(self) -> dict[str, Any]:
         rtfs = list(self.speaker.rtfs) if self.speaker else []
@@ -308,17 +432,49 @@ class Daemon:
         c.method("voices.reload", self._m_voices_reload, VoicesReloadParams)
         c.method("plugins", self._m_plugins)
         c.method("events.watch", self._m_watch, stream=True)
+        c.method("reload", self._m_reload)
+        c.method("metrics", self._m_metrics)
+        c.method("bench", self._m_bench, BenchParams)
 
     async def _m_status(self, _: NoParams) -> dict:
         return self.status()
 
     async def _m_health(self, _: NoParams) -> dict:
+        await self._refresh_hardware()
         return self.health()
+
+    async def _m_metrics(self, _: NoParams) -> dict:
+        from ishowttsd.metrics import render
+
+        rtf = {str(k): self.monitor._rtf_level(k)[1] for k in list(self.monitor.rtfs)}
+        return {"text": render(self.status(), self.health(), rtf)}
+
+    async def _m_bench(self, p: BenchParams) -> dict:
+        engines = self._ready_engines()
+        if p.voice is not None and not engines.has_voice(p.voice):
+            raise ControlError("unknown_voice", f"no voice {p.voice!r}; list them with `ishowttsctl voices`")
+        if self._bench_lock.locked():
+            raise ControlError("busy", "a bench is already running; wait for it to finish")
+        async with self._bench_lock:
+            try:
+                return await self.monitor.bench(p.voice, p.runs, p.texts, p.save_baseline)
+            except OSError as e:
+                raise ControlError("baseline_not_saved", f"cannot write {self.monitor.baselines.path}: {e.strerror}; "
+                                   "check [health] baseline_file and its folder's permissions") from None  # fmt: skip
+            except (EngineError, RuntimeError) as e:
+                raise ControlError("bench_failed", str(e)) from None
 
     def _ready_engines(self) -> EngineHost:
         if self.engines is None or self.engines.active is None:
             raise ControlError("not_ready", "the engine is still loading; try again in a moment (see `ishowttsctl status`)")
         return self.engines
+
+    async def _m_reload(self, _: NoParams) -> dict:
+        try:
+            return self.reload()
+        except ConfigError as e:
+            self.events.publish("reload_failed", error=str(e))
+            raise ControlError("config_error", f"reload refused, the old config stays in force:\n{e}") from None
 
     async def _m_say(self, p: SayParams) -> dict:
         try:
@@ -481,7 +637,11 @@ def main(argv: list[str] | None = None) -> int:
     sock = Path(args.socket or cfg.daemon.socket or default_socket_path())
     if args.socket is None and cfg.daemon.socket:
         sock = cfg.resolve(cfg.daemon.socket)
-    daemon = Daemon(cfg, sock, exit_when_done=args.exit_when_done)
+    try:
+        daemon = Daemon(cfg, sock, exit_when_done=args.exit_when_done, notifier=Notifier.from_environment())
+    except ConfigError as e:  # e.g. a template with an unknown field
+        print(f"ishowttsd: config error:\n{cfg.path or 'config'}: {e}", file=sys.stderr)
+        return 78
     if args.check_config:
         try:
             daemon.build()

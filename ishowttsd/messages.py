@@ -94,7 +94,30 @@ class Message:
             raise ValueError(f"unknown message field(s) {bad}; known: {sorted(known)}")
         if "platform" not in d:
             raise ValueError("a message needs a 'platform' (bilibili, twitch, ...)")
+        for key, types in _FIELD_TYPES.items():
+            if key in d and d[key] is not None and not isinstance(d[key], types):
+                raise ValueError(f"message field {key!r} must be {_type_names(types)}, not {type(d[key]).__name__}")
+        for key, types in _USER_TYPES.items():
+            if key in user and not isinstance(user[key], types):
+                raise ValueError(f"user field {key!r} must be {_type_names(types)}, not {type(user[key]).__name__}")
         return cls(kind=kind, user=User(**user), **d)
+
+
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "platform": (str,), "text": (str,), "amount": (int, float), "currency": (str,), "id": (str,),
+    "room": (str,), "received_at": (int, float), "extra": (dict,),
+}  # fmt: skip
+_USER_TYPES: dict[str, tuple[type, ...]] = {
+    "id": (str,), "name": (str,), "level": (int,), "medal_name": (str,), "medal_level": (int,),
+    "guard_level": (int,), "subscriber": (bool,), "moderator": (bool,), "broadcaster": (bool,), "vip": (bool,),
+}  # fmt: skip
+
+
+def _type_names(types: tuple[type, ...]) -> str:
+    if float in types:
+        return "a number"
+    name = types[0].__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
 @dataclass

@@ -1,7 +1,47 @@
 """Moderation: decide whether a Message is said, and turn it into an Utterance.
 
-This is the first version (max length, block words, templates, voices, priority classes);
-every rejection carries a reason that is counted and shown in `watch` and `status`.
+Every rejection carries a short machine-readable reason (counted in `status`, streamed by
+`watch` as a ``filtered`` event). The checks, in order:
+
+- ``duplicate_id``: the same platform message id again (a source that reconnected and replayed);
+- ``emoticon``: a Bilibili emoticon danmaku (``extra["dm_type"] == 1``): a picture, no words;
+- ``blocked_user``, ``bot``: `block_users`, `ignore_bots` (by name or id, see `UserList`);
+- for chat lines (danmaku) from anyone but moderators, the broadcaster and `allow_users`:
+  ``not_allowed`` (`allow_only`), ``user_level``, ``medal_level``, ``not_member``;
+- ``command``: a chat line that starts with ``!`` (for chat bots, not for the voice);
+- ``free_gift`` (`read_free_gifts = false`), ``gift_value`` (a paid gift under `min_gift_value`,
+  judged per message);
+- the text is cleaned: Twitch emote ranges and Bilibili inline emoticons removed, links removed
+  (or replaced by `link_replacement`), emoji beyond `max_emoji` removed, runs of one character
+  (or of a 2-4 character unit) longer than `max_repeat` collapsed; digits are never collapsed;
+- ``empty``: nothing left to say; ``blocked_word`` / ``blocked_pattern`` (on the text before and
+  after cleaning, and the user name);
+- ``duplicate`` (same text within `duplicate_window_s`), ``cooldown`` (`user_cooldown_s`) for chat;
+- ``too_long`` (`max_chars`, counted before repeats are collapsed: a wall of one character is
+  refused, not read as three), ``too_long_spoken`` (`max_spoken_s`, estimated from the text with
+  `cjk_chars_per_s` / `latin_chars_per_s`). Paid and membership speech is never refused for
+  length: it is shortened to fit.
+
+Platform emote formats the sources produce (and this module reads):
+
+- Twitch: ``extra["emotes"] = [["emote_id", start, end], ...]`` (what the twitch source writes),
+  offsets in Unicode code points into ``Message.text``, both ends inclusive (as in the IRC
+  ``emotes`` tag). ``{"emote_id": [[start, end], ...]}`` and the raw tag string
+  ``"25:0-4,12-16/1902:6-10"`` are accepted too. If the ranges no longer fit the text (the
+  source already stripped the emotes or removed ``cheer100``), none is applied; a source that
+  strips them itself may say so with ``extra["emotes_stripped"] = True``.
+- Bilibili: ``extra["dm_type"] == 1`` is an emoticon danmaku (rejected as a whole);
+  ``extra["emots"]``, a dict (or list) keyed by inline tokens such as ``"[dog]"``, names tokens
+  that are removed from the text.
+
+Gift combos: gifts with the same ``extra["combo_id"]`` (or, without one, the same platform, user
+and ``extra["gift"]``) within `combo_window_s` of the previous one are merged while the first
+utterance is still waiting: its text is re-rendered with the summed ``extra["num"]`` (or with
+``extra["combo_total"]`` when the source knows the running total) and the message is reported
+as `Merged`, not queued again.
+
+State that must survive a config reload (cooldowns, recent texts and ids, open combos) lives in
+`ModerationState`, which a new Moderator adopts.
 """
 
 from __future__ import annotations
@@ -9,11 +49,13 @@ from __future__ import annotations
 import re
 import string
 import time
-from dataclasses import dataclass
-from typing import Any
+import unicodedata
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from ishowttsd.config import ConfigError, ModerationConfig
-from ishowttsd.messages import Kind, Message, Priority, Utterance
+from ishowttsd.messages import Kind, Message, Priority, User, Utterance
 
 GUARD_NAMES = {1: "总督", 2: "提督", 3: "舰长"}
 
@@ -23,7 +65,7 @@ DEFAULT_TEMPLATES: dict[str, str] = {
     "superchat": "{user}的醒目留言：{text}",
     "guard": "感谢{user}开通{guard}",
     "sub": "{user} subscribed. {text}",
-    "bits": "{user} cheered {amount} bits. {text}",
+    "bits": "{user} cheered {bits} bits. {text}",
     "redemption": "{user} redeemed {reward}. {text}",
     "raid": "{user} is raiding with {viewers} viewers!",
     "system": "{text}",
@@ -31,11 +73,44 @@ DEFAULT_TEMPLATES: dict[str, str] = {
     "twitch.gift": "{user} gifted {num} {gift}",
 }
 
+# when the username is not read (read_username = false for the kind, or flood mode)
+DEFAULT_ANONYMOUS_TEMPLATES: dict[str, str] = {
+    "danmaku": "{text}",
+    "gift": "收到{num}个{gift}",
+    "superchat": "醒目留言：{text}",
+    "guard": "感谢开通{guard}",
+    "sub": "New subscriber. {text}",
+    "bits": "{bits} bits. {text}",
+    "redemption": "{reward} redeemed. {text}",
+    "raid": "A raid with {viewers} viewers!",
+    "system": "{text}",
+    "twitch.gift": "{num} {gift} gifted",
+}
+
 TEMPLATE_FIELDS = frozenset(
-    {"user", "text", "num", "gift", "amount", "currency", "guard", "months", "reward", "viewers", "platform"}
-)
+    {"user", "text", "num", "gift", "amount", "bits", "currency", "guard", "months", "reward", "viewers", "platform",
+     "backlog"}
+)  # fmt: skip
+
+CHAT_KINDS = frozenset({Kind.DANMAKU})
+# classes whose usernames flood mode stops reading
+FLOOD_CLASSES = frozenset({Priority.NORMAL, Priority.LOW})
 
 _WS = re.compile(r"\s+")
+_LINK = re.compile(
+    r"(?i)\b(?:https?://|www\.)\S+"
+    r"|\b[a-z0-9][a-z0-9-]*(?:\.[a-z0-9-]+)*\.(?:com|net|org|io|tv|gg|ly|cn|me|co|xyz|info|live|link|app|dev)\b(?:/\S*)?"
+)
+_EMOJI_CP = (
+    "\U0001F000-\U0001FAFF"  # pictographs, emoticons, transport, symbols, flags
+    "\u2600-\u27BF"  # misc symbols, dingbats
+    "\u2B00-\u2BFF"  # arrows, stars
+    "\u2300-\u23FF"  # technical (⌚ ⏰)
+)
+_EMOJI = re.compile(
+    f"[{_EMOJI_CP}][\U0001F3FB-\U0001F3FF\uFE0F]*(?:\u200D[{_EMOJI_CP}][\U0001F3FB-\U0001F3FF\uFE0F]*)*"
+)
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0002FFFF]")
 
 
 @dataclass
@@ -44,16 +119,30 @@ class Rejection:
     detail: str = ""
 
 
-def check_template(key: str, template: str) -> None:
+@dataclass
+class Merged:
+    """A gift merged into a combo that is still waiting: `utterance.text` now says the total."""
+
+    utterance: Utterance
+    total: int
+
+
+def template_problem(template: str) -> str | None:
+    """What is wrong with a template, in words, or None."""
     try:
         fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
     except ValueError as e:
-        raise ConfigError(f"moderation.templates.{key}: {e}; use {{name}} for fields and {{{{ }}}} for braces") from None
+        return f"{e}; use {{name}} for fields and {{{{ }}}} for braces"
     bad = sorted(f for f in fields if f not in TEMPLATE_FIELDS)
     if bad:
-        raise ConfigError(
-            f"moderation.templates.{key}: unknown field(s) {bad}; use {sorted(TEMPLATE_FIELDS)}"
-        )
+        return f"unknown field(s) {bad}; use {sorted(TEMPLATE_FIELDS)}"
+    return None
+
+
+def check_template(key: str, template: str, where: str = "moderation.templates") -> None:
+    problem = template_problem(template)
+    if problem:
+        raise ConfigError(f"{where}.{key}: {problem}")
 
 
 class _Fields(dict):
@@ -61,16 +150,105 @@ class _Fields(dict):
         return ""
 
 
-class Moderator:
-    """Turns Messages into Utterances or Rejections under one ModerationConfig."""
+class UserList:
+    """Users named by name, id, or ``platform:name-or-id``; names compare case-insensitively."""
 
-    def __init__(self, cfg: ModerationConfig, ttl: dict[Priority, float]) -> None:
+    def __init__(self, entries: list[str]) -> None:
+        self.any: set[str] = set()
+        self.by_platform: set[tuple[str, str]] = set()
+        for e in entries:
+            e = e.strip()
+            if not e:
+                continue
+            plat, sep, who = e.partition(":")
+            if sep and plat and who:
+                self.by_platform.add((plat.casefold(), who.casefold()))
+            else:
+                self.any.add(e.casefold())
+
+    def __bool__(self) -> bool:
+        return bool(self.any or self.by_platform)
+
+    def match(self, platform: str, user: User) -> bool:
+        keys = {k.casefold() for k in (user.id, user.name) if k}
+        if keys & self.any:
+            return True
+        plat = platform.casefold()
+        return any((plat, k) in self.by_platform for k in keys)
+
+
+@dataclass
+class _Combo:
+    utterance: Utterance
+    num: int
+    last: float
+
+
+@dataclass
+class ModerationState:
+    """What moderation remembers between messages; a reloaded Moderator keeps it.
+
+    Every table is bounded in time and in size, so a flood cannot grow memory without limit.
+    """
+
+    max_entries: int = 20_000
+    last_spoke: OrderedDict[tuple[str, str], float] = field(default_factory=OrderedDict)
+    recent_texts: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    recent_ids: OrderedDict[tuple[str, str], float] = field(default_factory=OrderedDict)
+    combos: OrderedDict[str, _Combo] = field(default_factory=OrderedDict)
+
+    def remember(self, table: OrderedDict, key: Any, now: float, horizon: float) -> None:
+        table[key] = now
+        table.move_to_end(key)
+        while table:
+            k, t = next(iter(table.items()))
+            if len(table) > self.max_entries or now - t > horizon:
+                del table[k]
+            else:
+                break
+
+    def seen_id(self, platform: str, msg_id: str, now: float) -> None:
+        self.remember(self.recent_ids, (platform, msg_id), now, 3600.0)
+
+
+class Moderator:
+    """Turns Messages into Utterances (or Merged, or Rejections) under one ModerationConfig."""
+
+    def __init__(
+        self,
+        cfg: ModerationConfig,
+        ttl: dict[Priority, float],
+        state: ModerationState | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.cfg = cfg
         self.ttl = ttl
-        self.templates = {**DEFAULT_TEMPLATES, **cfg.templates}
+        self.clock = clock
+        self.state = state if state is not None else ModerationState()
         for key, tpl in cfg.templates.items():
             check_template(key, tpl)
+        for key, tpl in cfg.anonymous_templates.items():
+            check_template(key, tpl, "moderation.anonymous_templates")
+        for where, table in (("read_username", cfg.read_username), ("kind_voices", cfg.kind_voices)):
+            for k in table:
+                if k not in {x.value for x in Kind}:
+                    raise ConfigError(f"moderation.{where}.{k}: unknown kind; use one of {[x.value for x in Kind]}")
+        self.templates = {**DEFAULT_TEMPLATES, **cfg.templates}
+        self.anonymous = {**DEFAULT_ANONYMOUS_TEMPLATES, **cfg.anonymous_templates}
         self._block = [w.casefold() for w in cfg.block_words if w.strip()]
+        try:
+            self._patterns = [re.compile(p, re.IGNORECASE) for p in cfg.block_patterns]
+        except re.error as e:  # config.py validates too; this guards direct construction
+            raise ConfigError(f"moderation.block_patterns: {e}") from None
+        self._blocked = UserList(cfg.block_users)
+        self._allowed = UserList(cfg.allow_users)
+        self._bots = {b.casefold() for b in cfg.ignore_bots}
+        self._user_voices = {k.casefold(): v for k, v in cfg.user_voices.items()}
+        n = cfg.max_repeat
+        self._repeat1 = re.compile(r"(\D)\1{%d,}" % n)
+        self._repeat_unit = re.compile(r"(\D.{1,3}?)\1{%d,}" % n)
+
+    # -- classes -------------------------------------------------------------------------------
 
     def priority_of(self, m: Message) -> Priority:
         if m.kind in (Kind.SUPERCHAT, Kind.BITS):
@@ -85,53 +263,313 @@ class Moderator:
             return Priority.LOW
         return Priority.NORMAL
 
-    def moderate(self, m: Message, source: str = "") -> Utterance | Rejection:
-        text = _WS.sub(" ", m.text or "").strip()
+    def trusted(self, m: Message) -> bool:
+        """Moderators, the broadcaster and allow-listed users pass every check on *who* speaks."""
+        return m.user.moderator or m.user.broadcaster or self._allowed.match(m.platform, m.user)
+
+    # -- the decision --------------------------------------------------------------------------
+
+    def moderate(
+        self,
+        m: Message,
+        source: str = "",
+        flood: bool = False,
+        is_pending: Callable[[int], bool] | None = None,
+    ) -> Utterance | Merged | Rejection:
+        cfg, st, now = self.cfg, self.state, self.clock()
         priority = self.priority_of(m)
-        if m.kind == Kind.DANMAKU and m.extra.get("dm_type") == 1:
+        protected = priority <= Priority.MEMBERSHIP  # URGENT, PAID, MEMBERSHIP
+        if m.id:
+            if (m.platform, m.id) in st.recent_ids:
+                return Rejection("duplicate_id", f"message {m.id} was seen already")
+            st.seen_id(m.platform, m.id, now)
+        if cfg.strip_emotes and m.kind == Kind.DANMAKU and m.extra.get("dm_type") == 1:
             return Rejection("emoticon", "emoticon danmaku has no words to say")
-        if m.kind in (Kind.DANMAKU, Kind.SYSTEM) and not text:
-            return Rejection("empty", "nothing left to say")
-        folded = f"{text} {m.user.name}".casefold()
-        for word in self._block:
-            if word in folded:
-                return Rejection("blocked_word", f"contains a blocked word ({_mask(word)})")
-        if len(text) > self.cfg.max_chars:
-            if priority > Priority.MEMBERSHIP:
-                return Rejection("too_long", f"{len(text)} characters > max_chars {self.cfg.max_chars}")
-            # paid speech is never refused for length: it is cut to fit
-            text = text[: self.cfg.max_chars].rstrip() + "…"
-        said = self.render(m, text)
+        if self._blocked.match(m.platform, m.user):
+            return Rejection("blocked_user", "user is in block_users")
+        if m.user.name and m.user.name.casefold() in self._bots:
+            return Rejection("bot", f"{m.user.name} is in ignore_bots")
+        chat = m.kind in CHAT_KINDS
+        trusted = self.trusted(m)
+        if chat and not trusted:
+            r = self._user_gate(m)
+            if r is not None:
+                return r
+        raw = m.text or ""
+        if chat and cfg.ignore_commands and raw.lstrip().startswith(("!", "！")):
+            return Rejection("command", "a !command is for chat bots")
+        if m.kind == Kind.GIFT:
+            if not m.paid and not cfg.read_free_gifts:
+                return Rejection("free_gift", "read_free_gifts is off")
+            if m.paid and cfg.min_gift_value and (m.amount or 0) < cfg.min_gift_value:
+                return Rejection("gift_value", f"worth {m.amount} < min_gift_value {cfg.min_gift_value}")
+        stripped = self.strip(m)
+        text = self.collapse(stripped)
+        if not text and (chat or m.kind == Kind.SYSTEM):
+            why = "only links, emotes or emoji" if raw.strip() else "no text"
+            return Rejection("empty", f"nothing left to say ({why})")
+        r = self._content(raw, text, m.user.name)
+        if r is not None:
+            return r
+        norm = _norm(text)
+        if chat and cfg.duplicate_window_s and norm:
+            last = st.recent_texts.get(norm)
+            if last is not None and now - last <= cfg.duplicate_window_s:
+                return Rejection("duplicate", f"same text within {cfg.duplicate_window_s:g} s")
+        ukey = (m.platform, m.user.id or m.user.name)
+        if chat and not trusted and cfg.user_cooldown_s and ukey[1]:
+            last = st.last_spoke.get(ukey)
+            if last is not None and now - last < cfg.user_cooldown_s:
+                return Rejection("cooldown", f"{now - last:.1f} s since this user's last line < {cfg.user_cooldown_s:g} s")
+        if len(stripped) > cfg.max_chars:  # a wall of one character is too long, not "哈哈哈"
+            if not protected:
+                return Rejection("too_long", f"{len(stripped)} characters > max_chars {cfg.max_chars}")
+            if len(text) > cfg.max_chars:
+                text = text[: cfg.max_chars].rstrip() + "…"
+        if m.kind == Kind.GIFT:
+            merged = self._merge_combo(m, now, flood, priority, is_pending)
+            if merged is not None:
+                return merged
+        anonymous = (flood and priority in FLOOD_CLASSES) or not cfg.read_username.get(m.kind.value, True)
+        said = self.render(m, text, anonymous=anonymous)
+        if cfg.max_spoken_s and self.estimate_s(said) > cfg.max_spoken_s:
+            if not protected:
+                return Rejection("too_long_spoken", f"about {self.estimate_s(said):.1f} s > max_spoken_s {cfg.max_spoken_s:g}")
+            said = self._fit(m, text, anonymous)
         if not said.strip():
             return Rejection("empty", "the template produced nothing to say")
-        voice = self.cfg.kind_voices.get(m.kind.value) or self.cfg.default_voice
+        if chat and norm:
+            st.remember(st.recent_texts, norm, now, max(cfg.duplicate_window_s, 1.0))
+        if chat and ukey[1]:
+            st.remember(st.last_spoke, ukey, now, max(cfg.user_cooldown_s, 1.0))
         ttl = self.ttl.get(priority)
-        return Utterance(
+        utt = Utterance(
             text=said,
             priority=priority,
-            voice=voice,
+            voice=self.voice_for(m),
             deadline=None if ttl is None else time.monotonic() + ttl,
             message=m,
             source=source,
         )
+        if m.kind == Kind.GIFT and self.cfg.combo_window_s:
+            num = _int(m.extra.get("combo_total")) or _int(m.extra.get("num"), 1)
+            key = _combo_key(m)
+            st.combos[key] = _Combo(utt, num, now)
+            st.combos.move_to_end(key)
+            self._prune_combos(now)
+        return utt
 
-    def render(self, m: Message, text: str) -> str:
-        tpl = self.templates.get(f"{m.platform}.{m.kind.value}") or self.templates.get(m.kind.value) or "{text}"
+    def _user_gate(self, m: Message) -> Rejection | None:
+        cfg, u = self.cfg, m.user
+        if cfg.allow_only:
+            return Rejection("not_allowed", "allow_only: only allow_users, moderators and the broadcaster")
+        if cfg.min_user_level and u.level < cfg.min_user_level:
+            return Rejection("user_level", f"user level {u.level} < min_user_level {cfg.min_user_level}")
+        if cfg.min_medal_level:
+            level = u.medal_level if (not cfg.medal_name or u.medal_name == cfg.medal_name) else 0
+            if level < cfg.min_medal_level:
+                what = f"{cfg.medal_name} medal" if cfg.medal_name else "fan medal"
+                return Rejection("medal_level", f"{what} level {level} < min_medal_level {cfg.min_medal_level}")
+        if cfg.require_member and not (u.guard_level or u.subscriber):
+            return Rejection("not_member", "require_member: only guards and subscribers")
+        return None
+
+    def _content(self, raw: str, text: str, name: str) -> Rejection | None:
+        folded = f"{raw}\n{text}\n{name}".casefold()
+        for word in self._block:
+            if word in folded:
+                return Rejection("blocked_word", f"contains a blocked word ({_mask(word)})")
+        for i, pat in enumerate(self._patterns):
+            if pat.search(raw) or pat.search(text) or (name and pat.search(name)):
+                return Rejection("blocked_pattern", f"matches block_patterns[{i}]")
+        return None
+
+    def _merge_combo(self, m: Message, now: float, flood: bool, priority: Priority, is_pending) -> Merged | None:
+        if not self.cfg.combo_window_s:
+            return None
+        key = _combo_key(m)
+        combo = self.state.combos.get(key)
+        if combo is None or now - combo.last > self.cfg.combo_window_s:
+            return None
+        if is_pending is not None and not is_pending(combo.utterance.id):
+            return None  # already said: this part of the combo is new speech
+        if combo.utterance.priority != priority:
+            return None
+        total = _int(m.extra.get("combo_total"))
+        combo.num = total if total else combo.num + _int(m.extra.get("num"), 1)
+        combo.last = now
+        self.state.combos.move_to_end(key)
+        first = combo.utterance.message
+        merged = Message(
+            platform=m.platform, kind=m.kind, text=m.text, user=m.user, amount=m.amount, currency=m.currency,
+            id=first.id if first else m.id, room=m.room, extra={**m.extra, "num": combo.num},
+        )  # fmt: skip
+        anonymous = (flood and priority in FLOOD_CLASSES) or not self.cfg.read_username.get(m.kind.value, True)
+        combo.utterance.text = self.render(merged, m.text or "", anonymous=anonymous)
+        return Merged(combo.utterance, combo.num)
+
+    def _prune_combos(self, now: float) -> None:
+        combos = self.state.combos
+        while combos:
+            k, c = next(iter(combos.items()))
+            if len(combos) > self.state.max_entries or now - c.last > self.cfg.combo_window_s:
+                del combos[k]
+            else:
+                break
+
+    # -- text ----------------------------------------------------------------------------------
+
+    def clean(self, m: Message) -> str:
+        """The message text with emotes, links, emoji floods and repeats taken out."""
+        return self.collapse(self.strip(m))
+
+    def strip(self, m: Message) -> str:
+        """The message text without emotes, links and the emoji past `max_emoji`."""
+        cfg = self.cfg
+        text = m.text or ""
+        if cfg.strip_emotes:
+            if not m.extra.get("emotes_stripped"):
+                text = strip_twitch_emotes(text, m.extra.get("emotes"))
+            emots = m.extra.get("emots")
+            if emots:
+                for token in emots:
+                    if isinstance(token, str) and token:
+                        text = text.replace(token, " ")
+        if cfg.strip_links:
+            text = _LINK.sub(cfg.link_replacement, text)
+        text = _limit_emoji(text, cfg.max_emoji)
+        return _WS.sub(" ", text).strip()
+
+    def collapse(self, text: str) -> str:
+        """Runs of one character (or a 2-4 character unit) cut to `max_repeat`; digits are kept."""
+        cfg = self.cfg
+        text = self._repeat1.sub(lambda mt: mt.group(1) * cfg.max_repeat, text)
+        text = self._repeat_unit.sub(lambda mt: mt.group(1) * cfg.max_repeat, text)
+        return _WS.sub(" ", text).strip()
+
+    def estimate_s(self, text: str) -> float:
+        """About how long `text` takes to say: CJK characters and the rest have their own pace."""
+        cjk = len(_CJK.findall(text))
+        rest = len(text) - cjk
+        return cjk / self.cfg.cjk_chars_per_s + rest / self.cfg.latin_chars_per_s
+
+    def _fit(self, m: Message, text: str, anonymous: bool) -> str:
+        lo, hi = 0, len(text)
+        while lo < hi:  # the longest prefix of the text whose rendering fits
+            mid = (lo + hi + 1) // 2
+            if self.estimate_s(self.render(m, text[:mid].rstrip() + "…", anonymous)) <= self.cfg.max_spoken_s:
+                lo = mid
+            else:
+                hi = mid - 1
+        return self.render(m, (text[:lo].rstrip() + "…") if lo < len(text) else text, anonymous)
+
+    def render(self, m: Message, text: str, anonymous: bool = False, **more: Any) -> str:
+        keys = (f"{m.platform}.{m.kind.value}", m.kind.value)
+        tpl = None
+        if anonymous:
+            tpl = next((self.anonymous[k] for k in keys if k in self.anonymous), None)
+        if tpl is None:
+            tpl = next((self.templates[k] for k in keys if k in self.templates), "{text}")
         fields = _Fields(_template_fields(m, text))
+        fields.update(more)
         return _WS.sub(" ", tpl.format_map(fields)).strip()
+
+    def voice_for(self, m: Message) -> str | None:
+        uv = self._user_voices
+        if uv:
+            for key in (f"{m.platform}:{m.user.id}", f"{m.platform}:{m.user.name}", m.user.id, m.user.name):
+                if key and key.casefold() in uv:
+                    return uv[key.casefold()]
+        return self.cfg.kind_voices.get(m.kind.value) or self.cfg.default_voice
+
+
+def strip_twitch_emotes(text: str, emotes: Any) -> str:
+    """Remove Twitch emotes named by code-point ranges (inclusive) from `text`.
+
+    The ranges are trusted only if all of them fit the text as emote codes do: each covers a
+    whole whitespace-separated word, and one emote id always covers the same word. A source that
+    already changed the text (stripped the emotes, removed ``cheer100``) leaves ranges that do
+    not fit, and then none is applied rather than cutting real words.
+    """
+    if not emotes:
+        return text
+    ranges: list[tuple[str, int, int]] = []
+    try:
+        if isinstance(emotes, str):  # the raw IRC tag: "25:0-4,12-16/1902:6-10"
+            for part in emotes.split("/"):
+                eid, _, spans = part.partition(":")
+                for span in spans.split(","):
+                    a, _, b = span.partition("-")
+                    ranges.append((eid, int(a), int(b)))
+        elif isinstance(emotes, dict):  # {"25": [[0, 4], [12, 16]]}
+            for eid, spans in emotes.items():
+                for a, b in spans:
+                    ranges.append((str(eid), int(a), int(b)))
+        else:  # [["25", 0, 4], ["25", 12, 16]], as the twitch source writes it
+            for eid, a, b in emotes:
+                ranges.append((str(eid), int(a), int(b)))
+    except (TypeError, ValueError):
+        return text  # a malformed emotes field: read the text as it is
+    codes: dict[str, str] = {}
+    for eid, a, b in ranges:
+        word = text[a : b + 1] if 0 <= a <= b < len(text) else ""
+        fits = (
+            word
+            and not any(c.isspace() for c in word)
+            and (a == 0 or text[a - 1].isspace())
+            and (b + 1 == len(text) or text[b + 1].isspace())
+            and codes.setdefault(eid, word) == word
+        )
+        if not fits:
+            return text
+    chars = list(text)
+    for _eid, a, b in ranges:
+        chars[a : b + 1] = " " * (b + 1 - a)
+    return "".join(chars)
+
+
+def _limit_emoji(text: str, keep: int) -> str:
+    count = 0
+
+    def sub(mt: re.Match) -> str:
+        nonlocal count
+        count += 1
+        return mt.group(0) if count <= keep else ""
+
+    return _EMOJI.sub(sub, text)
+
+
+def _norm(text: str) -> str:
+    """The text as duplicate suppression compares it: case, width and spacing ignored."""
+    return _WS.sub("", unicodedata.normalize("NFKC", text).casefold())
+
+
+def _combo_key(m: Message) -> str:
+    cid = m.extra.get("combo_id")
+    if cid:
+        return f"{m.platform}:combo:{cid}"
+    return f"{m.platform}:{m.user.id or m.user.name}:{m.extra.get('gift', '')}"
+
+
+def _int(v: Any, default: int = 0) -> int:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return default
 
 
 def _template_fields(m: Message, text: str) -> dict[str, Any]:
     amount = m.amount
     if amount is not None and float(amount).is_integer():
         amount = int(amount)
-    guard = m.extra.get("guard") or GUARD_NAMES.get(int(m.extra.get("guard_level") or m.user.guard_level or 0), "")
+    guard = m.extra.get("guard") or GUARD_NAMES.get(_int(m.extra.get("guard_level") or m.user.guard_level), "")
     return {
         "user": m.user.name or "someone",
         "text": text,
         "num": m.extra.get("num", 1),
         "gift": m.extra.get("gift", ""),
         "amount": "" if amount is None else amount,
+        "bits": m.extra.get("bits", "" if amount is None else amount),
         "currency": m.currency or "",
         "guard": guard,
         "months": m.extra.get("months", ""),

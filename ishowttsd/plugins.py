@@ -156,6 +156,11 @@ class PluginManager:
         if autoload:
             for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
                 self._add(PluginRecord(ep.name, "entrypoint", ep.value), ep.load)
+        for d in extra_dirs:
+            if not Path(d).expanduser().is_dir():
+                # a folder the config names must exist: say so instead of silently loading nothing
+                self._broken(PluginRecord(str(d), "file", str(d)),
+                             FileNotFoundError(f"plugin folder {d} (from [daemon] plugin_dirs) does not exist"))  # fmt: skip
         dirs = (default_dropin_dirs() if autoload else []) + [Path(d) for d in extra_dirs]
         seen: set[Path] = set()
         for d in dirs:
@@ -194,7 +199,7 @@ class PluginManager:
         try:
             module = load()
             self.pm.register(module, name=f"{rec.origin}:{rec.name}")
-        except Exception as e:
+        except (Exception, SystemExit) as e:  # a plugin calling sys.exit() at import is broken, not fatal
             self._broken(rec, e)
             return
         self.records.append(rec)
@@ -248,7 +253,7 @@ class PluginManager:
 
                 try:
                     impl.function(register=register)
-                except Exception as e:
+                except (Exception, SystemExit) as e:
                     for item in added:
                         registry.pop(item.split(":", 1)[1], None)
                     self._broken(rec, e)

@@ -3,12 +3,19 @@
 - Higher classes are always spoken first (URGENT > PAID > MEMBERSHIP > MODERATOR > NORMAL > LOW);
   within a class, first come first served.
 - An utterance past its deadline is dropped as `expired` rather than read minutes late.
-- When the queue is over its bound, the lowest class loses its oldest utterance first, so a
-  paid utterance is never dropped while any unpaid one is waiting.
+- The queue never holds more than `max_pending`. Over the bound it drops by `EVICTION_ORDER`:
+  the lowest unpaid class first, oldest first within a class, and paid (PAID, MEMBERSHIP) speech
+  only when nothing unpaid is left — so a paid utterance is never dropped while any unpaid one
+  is waiting (the operator's URGENT `say` counts as unpaid here).
+- Flood mode: at `flood_threshold` pending the queue reports a flood (moderation then stops
+  reading usernames) and may say `flood_announce` once; the flood ends below half the threshold.
+- Whatever leaves the queue without being handed to the speaker is published (dropped, expired)
+  and passed to every `on_discard` callback (the journal marks paid speech that way).
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections import deque
 from typing import Callable, Iterable
@@ -27,6 +34,16 @@ DEFAULT_TTL: dict[Priority, float] = {
     Priority.LOW: 30.0,
 }
 
+PAID_CLASSES = frozenset({Priority.PAID, Priority.MEMBERSHIP})
+EVICTION_ORDER = (
+    Priority.LOW,
+    Priority.NORMAL,
+    Priority.MODERATOR,
+    Priority.URGENT,
+    Priority.MEMBERSHIP,
+    Priority.PAID,
+)
+
 
 def ttl_from_config(cfg_ttl: dict[str, float]) -> dict[Priority, float]:
     ttl = dict(DEFAULT_TTL)
@@ -38,45 +55,103 @@ def ttl_from_config(cfg_ttl: dict[str, float]) -> dict[Priority, float]:
 class SpeechQueue:
     """A bounded priority queue of Utterances; every outcome is published on the bus."""
 
-    def __init__(self, max_pending: int, events: EventBus, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        max_pending: int,
+        events: EventBus,
+        clock: Callable[[], float] = time.monotonic,
+        flood_threshold: int = 0,
+        flood_announce: str = "",
+    ) -> None:
         self.max_pending = max_pending
         self.events = events
         self._clock = clock
         self._classes: dict[Priority, deque[Utterance]] = {p: deque() for p in Priority}
+        self._ids: dict[int, Utterance] = {}
         self._wakeup = anyio.Event()
+        self.flood_threshold = flood_threshold
+        self.flood_announce = flood_announce
+        self.flooded = False
+        self.floods = 0
+        self.waits: deque[float] = deque(maxlen=200)  # seconds from queued to handed to the speaker
+        self.on_discard: list[Callable[[Utterance, str, str], None]] = []  # (utt, event, reason)
 
     def __len__(self) -> int:
-        return sum(len(q) for q in self._classes.values())
+        return len(self._ids)
+
+    def __contains__(self, utt_id: int) -> bool:
+        return utt_id in self._ids
+
+    def contains(self, utt_id: int) -> bool:
+        return utt_id in self._ids
+
+    def configure(self, max_pending: int, flood_threshold: int, flood_announce: str) -> list[Utterance]:
+        """Apply a reloaded [queue] config; a smaller bound drops at once what no longer fits."""
+        self.max_pending = max_pending
+        self.flood_threshold = flood_threshold
+        self.flood_announce = flood_announce
+        dropped = self._enforce_bound()
+        self._check_flood()
+        return dropped
 
     def put(self, utt: Utterance) -> list[Utterance]:
         """Queue an utterance; returns what the bound forced out (possibly `utt` itself)."""
         self._classes[utt.priority].append(utt)
+        self._ids[utt.id] = utt
         self.events.publish("queued", **utt.event_fields(), pending=len(self))
+        dropped = self._enforce_bound()
+        self._check_flood()
+        self._wakeup.set()
+        return dropped
+
+    def _enforce_bound(self) -> list[Utterance]:
         dropped = []
         while len(self) > self.max_pending:
             victim = self._evict()
             dropped.append(victim)
-            self.events.publish("dropped", **victim.event_fields(), reason="queue_full")
-        self._wakeup.set()
+            self._discard(victim, "dropped", "queue_full")
         return dropped
 
     def _evict(self) -> Utterance:
-        for p in sorted(Priority, reverse=True):
+        for p in EVICTION_ORDER:
             if self._classes[p]:
-                return self._classes[p].popleft()
+                u = self._classes[p].popleft()
+                del self._ids[u.id]
+                return u
         raise IndexError("evict from an empty queue")
+
+    def _discard(self, u: Utterance, event: str, reason: str, **more) -> None:
+        self.events.publish(event, **u.event_fields(), reason=reason, **more)
+        for cb in self.on_discard:
+            cb(u, event, reason)
+
+    def _check_flood(self) -> None:
+        n = len(self)
+        if not self.flooded and self.flood_threshold and n >= self.flood_threshold:
+            self.flooded = True
+            self.floods += 1
+            self.events.publish("flood", state="on", backlog=n, threshold=self.flood_threshold)
+            if self.flood_announce:
+                text = self.flood_announce.replace("{backlog}", str(n))
+                self.put(Utterance(text=text, priority=Priority.URGENT, source="flood",
+                                   deadline=self._clock() + DEFAULT_TTL[Priority.NORMAL]))  # fmt: skip
+        elif self.flooded and (not self.flood_threshold or n < self.flood_threshold // 2):
+            self.flooded = False
+            self.events.publish("flood", state="off", backlog=n, threshold=self.flood_threshold)
 
     def expire(self) -> list[Utterance]:
         """Drop every stale utterance now."""
         now = self._clock()
         gone = []
         for p, q in self._classes.items():
-            keep = deque(u for u in q if not u.expired(now))
-            if len(keep) != len(q):
+            if any(u.expired(now) for u in q):
                 gone.extend(u for u in q if u.expired(now))
-                self._classes[p] = keep
+                self._classes[p] = deque(u for u in q if not u.expired(now))
         for u in gone:
-            self.events.publish("expired", **u.event_fields(), reason="ttl", waited_s=round(now - u.created, 2))
+            del self._ids[u.id]
+            self._discard(u, "expired", "ttl", waited_s=round(now - u.created, 2))
+        if gone:
+            self._check_flood()
         return gone
 
     def get_nowait(self) -> Utterance | None:
@@ -84,7 +159,11 @@ class SpeechQueue:
         self.expire()
         for p in Priority:
             if self._classes[p]:
-                return self._classes[p].popleft()
+                u = self._classes[p].popleft()
+                del self._ids[u.id]
+                self.waits.append(self._clock() - u.created)
+                self._check_flood()
+                return u
         return None
 
     async def get(self) -> Utterance:
@@ -98,15 +177,20 @@ class SpeechQueue:
     def remove_where(self, pred: Callable[[Utterance], bool], reason: str) -> list[Utterance]:
         removed = []
         for p, q in self._classes.items():
-            keep = deque()
+            keep: deque[Utterance] = deque()
             for u in q:
                 (removed if pred(u) else keep).append(u)
             self._classes[p] = keep
         for u in removed:
-            self.events.publish("dropped", **u.event_fields(), reason=reason)
+            del self._ids[u.id]
+            self._discard(u, "dropped", reason)
+        if removed:
+            self._check_flood()
         return removed
 
     def remove(self, utt_id: int) -> Utterance | None:
+        if utt_id not in self._ids:
+            return None
         gone = self.remove_where(lambda u: u.id == utt_id, reason="removed")
         return gone[0] if gone else None
 
@@ -120,11 +204,17 @@ class SpeechQueue:
 
     def stats(self) -> dict:
         now = self._clock()
-        waiting = self.pending()
+        oldest = min((q[0].created for q in self._classes.values() if q), default=now)
+        waits = list(self.waits)
         return {
-            "pending": len(waiting),
+            "pending": len(self),
             "max_pending": self.max_pending,
             "by_class": {p.name.lower(): len(self._classes[p]) for p in Priority if self._classes[p]},
-            "oldest_wait_s": round(max((now - u.created for u in waiting), default=0.0), 2),
+            "oldest_wait_s": round(now - oldest, 2),
+            # queue latency: how long recent utterances waited before the speaker took them
+            "latency_median_s": round(statistics.median(waits), 3) if waits else None,
+            "latency_max_s": round(max(waits), 3) if waits else None,
+            "flood": self.flooded,
+            "flood_threshold": self.flood_threshold,
+            "floods": self.floods,
         }
-

@@ -40,7 +40,10 @@ class SynthesisStats:
     sample_rate: int = 0
     synth_s: float = 0.0  # wall time spent inside the engine
     audio_s: float = 0.0  # seconds of audio produced
-    ttfa_s: float | None = None  # dequeue to first chunk ready
+    # time to first audio: from the utterance's turn to play to its first chunk at the sinks
+    # (near zero when it was synthesized while the previous one played)
+    ttfa_s: float | None = None
+    first_chunk_s: float | None = None  # engine latency: synthesis start to its first chunk
     chunks: int = 0
     cut: bool = False  # skipped, cleared or deleted before the end
 
@@ -58,6 +61,7 @@ class SynthesisStats:
             "audio_s": round(self.audio_s, 4),
             "rtf": None if rtf is None else round(rtf, 4),
             "ttfa_s": None if self.ttfa_s is None else round(self.ttfa_s, 4),
+            "first_chunk_s": None if self.first_chunk_s is None else round(self.first_chunk_s, 4),
             "chunks": self.chunks,
             "cut": self.cut,
         }

@@ -11,6 +11,7 @@ the others or the queue.
 
 from __future__ import annotations
 
+import logging
 import math
 import statistics
 import threading
@@ -28,6 +29,8 @@ from ishowttsd.events import EventBus
 from ishowttsd.messages import AudioChunk, Utterance
 from ishowttsd.queue import SpeechQueue
 from ishowttsd.sink import Playback, Sink, SynthesisStats
+
+log = logging.getLogger("ishowttsd.speaker")
 
 
 @dataclass
@@ -69,7 +72,6 @@ class Speaker:
         self.paused = False
         self._resumed = anyio.Event()
         self._slots = anyio.Semaphore(2)  # one playing + one prepared ahead
-        self._ready_send, self._ready_recv = anyio.create_memory_object_stream[Prepared](math.inf)
         self._preparing: deque[Prepared] = deque()  # synthesized or synthesizing, not yet playing
         self.current: Prepared | None = None
         self.rtfs: deque[float] = deque(maxlen=200)
@@ -77,6 +79,8 @@ class Speaker:
         self.spoken = 0
         self._tg: TaskGroup | None = None
         self.on_spoken: list[Callable[[Utterance, SynthesisStats], None]] = []
+        # every other end: (utterance, "failed" | "expired" | "cut", reason)
+        self.on_ended: list[Callable[[Utterance, str, str], None]] = []
 
     # -- control -----------------------------------------------------------------------------
 
@@ -137,16 +141,31 @@ class Speaker:
     # -- loops ---------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            tg.start_soon(self._synth_loop)
-            tg.start_soon(self._play_loop)
+        self._ready_send, self._ready_recv = anyio.create_memory_object_stream[Prepared](math.inf)
+        try:
+            with self._ready_send, self._ready_recv:
+                async with anyio.create_task_group() as tg:
+                    self._tg = tg
+                    tg.start_soon(self._synth_loop)
+                    tg.start_soon(self._play_loop)
+        finally:
+            for p in [self.current, *self._preparing]:
+                if p is not None:
+                    p.cancel.set()
+                    p.send.close()
+                    p.recv.close()
 
     async def _synth_loop(self) -> None:
         while True:
             await self._slots.acquire()
             utt = await self.queue.get()
-            engine, voice = self.engines.resolve(utt.voice)
+            try:
+                engine, voice = self.engines.resolve(utt.voice)
+            except Exception as e:  # one utterance's trouble must not end speech for good
+                log.exception("cannot find a voice for utterance %s", utt.id)
+                self.events.publish("failed", **utt.event_fields(), reason="voice", error=f"{type(e).__name__}: {e}")
+                self._slots.release()
+                continue
             send, recv = anyio.create_memory_object_stream[AudioChunk](math.inf)
             stats = SynthesisStats(engine=engine.name, voice=voice.id, sample_rate=engine.sample_rate)
             p = Prepared(utt, engine, stats, send, recv)
@@ -155,26 +174,28 @@ class Speaker:
             await self._synthesize(p, voice)
 
     async def _synthesize(self, p: Prepared, voice) -> None:
-        t_dequeue = time.perf_counter()
-        it = p.engine.synthesize(p.utterance.text, voice, p.cancel)
+        t_start = time.perf_counter()
         done = object()
+        it = None
         try:
+            it = p.engine.synthesize(p.utterance.text, voice, p.cancel)
             while not p.cancel.is_set():
                 t0 = time.perf_counter()
                 chunk = await anyio.to_thread.run_sync(next, it, done, limiter=self.engines.limiter)
                 p.stats.synth_s += time.perf_counter() - t0
                 if chunk is done:
                     break
-                if p.stats.ttfa_s is None:
-                    p.stats.ttfa_s = time.perf_counter() - t_dequeue
+                if p.stats.first_chunk_s is None:
+                    p.stats.first_chunk_s = time.perf_counter() - t_start
                 p.stats.chunks += 1
                 p.stats.audio_s += chunk.duration
                 p.send.send_nowait(chunk)
         except Exception as e:
             p.error = f"{type(e).__name__}: {e}"
         finally:
-            if p.cancel.is_set():
-                await anyio.to_thread.run_sync(_close, it, limiter=self.engines.limiter)
+            if p.cancel.is_set() and it is not None:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(_close, it, limiter=self.engines.limiter)
             p.send.close()
             p.synth_done.set()
 
@@ -182,7 +203,12 @@ class Speaker:
         async for p in self._ready_recv:
             try:
                 await self._play(p)
+            except Exception as e:  # a bug in one utterance's playback must not end speech for good
+                log.exception("playing utterance %s failed", p.utterance.id)
+                p.cancel.set()
+                self.events.publish("failed", **p.utterance.event_fields(), reason="speaker", error=f"{type(e).__name__}: {e}")
             finally:
+                p.recv.close()
                 if p in self._preparing:
                     self._preparing.remove(p)
                 self.current = None
@@ -201,6 +227,17 @@ class Speaker:
             await p.synth_done.wait()
             self._publish_end(p)
             return
+        t_play = time.perf_counter()
+        try:
+            first: AudioChunk | None = await p.recv.receive()
+        except anyio.EndOfStream:
+            first = None
+        if first is None:  # the engine failed or produced nothing: no sink hears anything
+            await p.synth_done.wait()
+            if p.error is None:
+                p.error = "the engine produced no audio"
+            self._publish_end(p)
+            return
         self.events.publish("speaking", **utt.event_fields(), engine=p.stats.engine, voice=p.stats.voice)
         runners = []
         for r in self.sinks:
@@ -212,37 +249,58 @@ class Speaker:
             s, rcv = anyio.create_memory_object_stream[AudioChunk](math.inf)
             runners.append((r, s, rcv))
         finished = {id(r): anyio.Event() for r, _, _ in runners}
+        # a sink that already missed a deadline is not waited for again: it still gets the
+        # utterance and is cut off at its own deadline in the background, so a hung sink
+        # costs the queue its slack once, not on every utterance
+        stalled = {id(r) for r, _, _ in runners if r.sink.state == "stalled"}
         for r, s, rcv in runners:
             pb = Playback(utterance=utt, sample_rate=p.stats.sample_rate, stats=p.stats, _stream=rcv)
             self._tg.start_soon(self._run_sink, r, pb, finished[id(r)])
-        async for chunk in p.recv:
+        async for chunk in _prepend(first, p.recv):
             while self.paused and p.cut_reason is None:
                 await self._resumed.wait()
             if p.cut_reason is not None:
                 break
+            if p.stats.ttfa_s is None:
+                p.stats.ttfa_s = time.perf_counter() - t_play
             for _, s, _ in runners:
-                s.send_nowait(chunk)
+                try:
+                    s.send_nowait(chunk)
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    pass  # that sink gave up on this utterance; the others go on
+        await p.synth_done.wait()
+        if p.error is not None:
+            p.stats.cut = True  # sinks must not keep half an utterance as if it were whole
         for _, s, _ in runners:
             s.close()
-        await p.synth_done.wait()
-        # sinks get the utterance's length plus slack to finish; a sink that is still busy
-        # after that is cut off and skipped until it returns
-        deadline = time.monotonic() + p.stats.audio_s + self.sink_slack_s
+        # sinks get the utterance's length plus slack to finish (paused time does not count);
+        # a sink still busy after that is cut off and skipped until it returns
+        budget = p.stats.audio_s + self.sink_slack_s
         for r, _, _ in runners:
             ev = finished[id(r)]
-            while not ev.is_set():
-                left = deadline - time.monotonic()
-                if self.paused:
-                    deadline += 0.1
-                with anyio.move_on_after(max(0.0, min(left, 0.1)) if left > 0 else 0):
+            if id(r) in stalled:
+                self._tg.start_soon(self._cut_off_later, r, ev, time.monotonic() + max(budget, 0.0))
+                continue
+            while not ev.is_set() and budget > 0:
+                t0 = time.monotonic()
+                with anyio.move_on_after(min(budget, 0.1)):
                     await ev.wait()
-                if not ev.is_set() and left <= 0:
-                    if r.scope is not None:
-                        r.scope.cancel()
-                    r.sink.counters["timeouts"] += 1
-                    r.sink.set_state("stalled", "did not finish in time; skipped while busy")
-                    break
+                if not self.paused:
+                    budget -= time.monotonic() - t0
+            if not ev.is_set():
+                if r.scope is not None:
+                    r.scope.cancel()
+                r.sink.counters["timeouts"] += 1
+                r.sink.set_state("stalled", "did not finish in time; skipped while busy")
         self._publish_end(p)
+
+    async def _cut_off_later(self, r: _SinkRunner, finished: anyio.Event, deadline: float) -> None:
+        with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
+            await finished.wait()
+        if not finished.is_set():
+            if r.scope is not None:
+                r.scope.cancel()
+            r.sink.counters["timeouts"] += 1
 
     async def _run_sink(self, r: _SinkRunner, pb: Playback, finished: anyio.Event) -> None:
         r.busy = True
@@ -257,6 +315,7 @@ class Speaker:
             r.sink.counters["errors"] += 1
             r.sink.set_state("error", "play failed", error=f"{type(e).__name__}: {e}")
         finally:
+            pb._stream.close()
             r.scope = None
             r.busy = False
             finished.set()
@@ -265,10 +324,13 @@ class Speaker:
         utt = p.utterance
         st = p.stats.to_dict()
         if p.error:
+            outcome, reason = "failed", "engine"
             self.events.publish("failed", **utt.event_fields(), reason="engine", error=p.error, **st)
         elif p.cut_reason == "expired":
+            outcome, reason = "expired", "ttl"
             self.events.publish("expired", **utt.event_fields(), reason="ttl")
         elif p.cut_reason is not None:
+            outcome, reason = "cut", p.cut_reason
             self.events.publish("cut", **utt.event_fields(), reason=p.cut_reason, **st)
         else:
             self.spoken += 1
@@ -278,7 +340,16 @@ class Speaker:
                 self.ttfas.append(p.stats.ttfa_s)
             self.events.publish("spoken", **utt.event_fields(), **st)
             for cb in self.on_spoken:
-                cb(utt, p.stats)
+                try:
+                    cb(utt, p.stats)
+                except Exception:
+                    log.exception("an on_spoken callback failed for utterance %s", utt.id)
+            return
+        for cb in self.on_ended:
+            try:
+                cb(utt, outcome, reason)
+            except Exception:
+                log.exception("an on_ended callback failed for utterance %s", utt.id)
 
     def status(self) -> dict[str, Any]:
         cur = self.current
@@ -290,6 +361,12 @@ class Speaker:
             "rtf_median": round(statistics.median(self.rtfs), 4) if self.rtfs else None,
             "ttfa_median_s": round(statistics.median(self.ttfas), 4) if self.ttfas else None,
         }
+
+
+async def _prepend(first: AudioChunk, rest):
+    yield first
+    async for chunk in rest:
+        yield chunk
 
 
 def _close(it) -> None:

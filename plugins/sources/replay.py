@@ -15,6 +15,7 @@ import json
 import time
 
 import anyio
+import anyio.lowlevel
 from pydantic import Field
 
 from ishowttsd.hookspecs import hookimpl
@@ -44,14 +45,20 @@ class ReplaySource(Source):
         self.set_state("replaying", str(path))
         await anyio.sleep(self.settings.start_delay)
         while True:
-            await self._play(lines, str(path))
+            played = await self._play(lines, str(path))
             if not self.settings.loop:
                 break
+            if not played:
+                self.set_state("failed", f"{path} has no playable lines to loop over")
+                return
         self.set_state("finished", f"{self.counters['messages']} messages")
 
-    async def _play(self, lines: list[str], where: str) -> None:
+    async def _play(self, lines: list[str], where: str) -> int:
+        """Replay the lines once; returns how many were played."""
         start = time.monotonic()
+        played = 0
         for n, line in enumerate(lines, 1):
+            await anyio.lowlevel.checkpoint()  # a recording of zero delays must not starve the loop
             if not line.strip() or line.lstrip().startswith("#"):
                 continue
             try:
@@ -73,6 +80,8 @@ class ReplaySource(Source):
             else:
                 item.received_at = time.time()  # replayed now, so the queue's TTL sees it fresh
                 self.emit(item)
+            played += 1
+        return played
 
 
 @hookimpl

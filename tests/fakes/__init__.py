@@ -1,0 +1,1 @@
+"""Fake protocol peers (servers speaking the real framing on loopback) for the tests."""

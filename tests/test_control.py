@@ -1,0 +1,146 @@
+"""Bad input on the control socket gets an error; the daemon keeps serving everyone else."""
+
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+from daemon_process import DaemonProcess
+
+CONFIG = """
+[[sinks]]
+type = "file"
+directory = "out"
+"""
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    with DaemonProcess(tmp_path_factory.mktemp("ctl"), CONFIG) as d:
+        yield d
+
+
+def error_code(resp):
+    return resp["error"]["code"]
+
+
+def test_invalid_json(daemon):
+    [r] = daemon.raw(b"{not json\n")
+    assert error_code(r) == "parse_error" and r["id"] is None
+
+
+@pytest.mark.parametrize("payload", [b"[" * 60000 + b"\n", b'{"id": 1, "method": "say", "params": {"text": "x", "voice": ' + b"9" * 5000 + b"}}\n",
+                                     b"\xff\xfe{}\n"])
+def test_hostile_json_is_an_error_not_a_crash(daemon, payload):
+    [r] = daemon.raw(payload)
+    assert error_code(r) == "parse_error"
+    assert daemon.request("status")["state"] == "running"
+
+
+def test_not_an_object_and_missing_method(daemon):
+    r1, r2 = daemon.raw(b'[1, 2]\n{"id": 7}\n', read_lines=2)
+    assert error_code(r1) == "invalid_request"
+    assert error_code(r2) == "invalid_request" and r2["id"] == 7
+
+
+def test_unknown_method_lists_known(daemon):
+    [r] = daemon.raw(b'{"id": 1, "method": "explode"}\n')
+    assert error_code(r) == "method_not_found" and "status" in r["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "params,where",
+    [({"text": 5}, "text"), ({"text": "hi", "priority": "whenever"}, "priority"), ({"txt": "hi"}, "txt"),
+     ({"text": ""}, "text")],
+)  # fmt: skip
+def test_wrong_parameter_types(daemon, params, where):
+    [r] = daemon.raw(json.dumps({"id": 2, "method": "say", "params": params}).encode() + b"\n")
+    assert error_code(r) == "invalid_params" and where in r["error"]["message"]
+
+
+def test_params_must_be_an_object(daemon):
+    [r] = daemon.raw(b'{"id": 3, "method": "status", "params": [1]}\n')
+    assert error_code(r) == "invalid_params"
+
+
+def test_ten_megabyte_line_then_a_good_request_on_the_same_connection(daemon):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(20)
+        s.connect(str(daemon.socket))
+        f = s.makefile("rb")
+        s.sendall(b'{"id": 1, "method": "say", "params": {"text": "' + b"a" * (10 * 1024 * 1024) + b'"}}\n')
+        r = json.loads(f.readline())
+        assert error_code(r) == "line_too_long"
+        s.sendall(b'{"id": 2, "method": "status"}\n')
+        r = json.loads(f.readline())
+        assert r["id"] == 2 and r["result"]["state"] == "running"
+
+
+def test_several_requests_in_one_packet_and_split_across_packets(daemon):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(str(daemon.socket))
+        f = s.makefile("rb")
+        s.sendall(b'{"id": 1, "method": "status"}\n{"id": 2, "method": "voices"}\n{"id": 3, "met')
+        time.sleep(0.1)
+        s.sendall(b'hod": "plugins"}\n')
+        ids = [json.loads(f.readline())["id"] for _ in range(3)]
+        assert ids == [1, 2, 3]
+
+
+def test_client_that_disconnects_mid_stream(daemon):
+    for _ in range(5):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(str(daemon.socket))
+        s.sendall(b'{"id": 1, "method": "events.watch"}\n')
+        s.recv(100)  # part of the snapshot, then vanish
+        s.close()
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(str(daemon.socket))
+    s.sendall(b'{"id": 1, "method": "sta')  # half a request, then vanish
+    s.close()
+    daemon.request("say", {"text": "still here"})
+    assert daemon.request("status")["state"] == "running"
+
+
+def test_two_hundred_clients_at_once(daemon):
+    results: list = [None] * 200
+    barrier = threading.Barrier(200)
+
+    def client(i):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(30)
+            s.connect(str(daemon.socket))
+            barrier.wait()
+            if i % 4 == 0:
+                s.sendall(b"garbage\n")
+            else:
+                s.sendall(json.dumps({"id": i, "method": "status"}).encode() + b"\n")
+            results[i] = json.loads(s.makefile("rb").readline())
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(200)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for i, r in enumerate(results):
+        assert r is not None, f"client {i} got no answer"
+        if i % 4 == 0:
+            assert error_code(r) == "parse_error"
+        else:
+            assert r["id"] == i and r["result"]["state"] == "running"
+    assert daemon.request("status")["state"] == "running"
+
+
+def test_socat_style_plain_text_session(daemon):
+    # what `socat - UNIX-CONNECT:path` sends: lines, and EOF at the end
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(str(daemon.socket))
+        s.sendall(b'{"id": "a", "method": "queue"}\n')
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert json.loads(data)["id"] == "a"
