@@ -177,6 +177,8 @@ class F5Engine(Engine):
         self.model = model
         progress("loading the vocoder", 0.6)
         self.vocoder = load_vocos(self._path(s.vocoder, "vocoder"), s.random_weights, self.device)
+        if s.compile and kind == "onednn":
+            kind = "torch"  # inductor cannot lower the eager oneDNN op; it picks its own CPU kernels
         self.kernel_kind = kind
         self._fast = f5_fast.FastDiT(model.transformer, kind, dtype if kind != "int8" else torch.float32)
         if s.compile:
