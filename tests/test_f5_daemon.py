@@ -161,9 +161,8 @@ def test_daemon_speaks_with_f5_and_reloads_voices(tiny, tmp_path):
 def test_bad_checkpoint_falls_back_to_espeak(tiny, tmp_path):
     bad = tmp_path / "broken.safetensors"
     bad.write_bytes(tiny["safetensors"].read_bytes()[:1000])
-    # (no default_voice: the foundation's EngineHost treats a missing default voice as a config
-    # error even when its engine is the one that failed; reported to the lead)
-    d = Daemon(write_config(tmp_path, tiny, checkpoint=str(bad), default_voice=False))
+    # default_voice names the F5 voice whose engine failed: the fallback speaks instead
+    d = Daemon(write_config(tmp_path, tiny, checkpoint=str(bad), default_voice=True))
     try:
         st = d.wait_running()
         eng = st["engine"]
@@ -171,6 +170,21 @@ def test_bad_checkpoint_falls_back_to_espeak(tiny, tmp_path):
         assert "broken.safetensors" in eng["fallback_reason"] and "truncated" in eng["fallback_reason"]
         health = d.call("health")
         assert health["status"] == "warn"
+        d.call("say", {"text": "The fallback still speaks."})
+        wait_wavs(tmp_path / "out", 1)
+    finally:
+        d.stop()
+
+
+def test_f5_without_any_voice_falls_back_with_advice(tiny, tmp_path):
+    cfg = write_config(tmp_path, tiny, default_voice=False)
+    text = cfg.read_text()
+    cfg.write_text(text[: text.index("[[voices]]")] + text[text.index("[[sinks]]"):])
+    d = Daemon(cfg)
+    try:
+        eng = d.wait_running()["engine"]
+        assert eng["active"] == "espeak" and "no usable voice" in eng["fallback_reason"]
+        assert "[[voices]]" in eng["fallback_reason"]
     finally:
         d.stop()
 

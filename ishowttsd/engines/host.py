@@ -58,31 +58,52 @@ class EngineHost:
 
     async def start(self) -> None:
         """Load the default engine (or the fallback), warm it up, and prepare the voices."""
-        wanted = [self.cfg.engine.default]
+        default = self.cfg.engine.default
+        wanted = [default]
         wanted += sorted({v.engine for v in self.cfg.voices if v.engine and v.engine not in wanted})
         for name in wanted:
             await self._load(name)
-        if self.cfg.engine.default in self.engines:
-            self.active = self.cfg.engine.default
-        else:
-            fb = self.cfg.engine.fallback
-            why = self.errors.get(self.cfg.engine.default, "not loaded")
-            if fb and fb != self.cfg.engine.default and await self._load(fb):
-                self.active = fb
-                self.fallback_reason = f"{self.cfg.engine.default} failed: {why}"
-                self.events.publish("engine.fallback", engine=fb, reason=self.fallback_reason)
-            else:
-                raise EngineError(f"engine {self.cfg.engine.default!r} could not load ({why}) and there is no working fallback")
         for name, engine in self.engines.items():
             for v in engine.voices():
                 self._voices.setdefault(v.id, (name, v))
         for vc in self.cfg.voices:
             await self.add_voice(vc)
-        if self.cfg.engine.default_voice and self.cfg.engine.default_voice not in self._voices:
-            raise ConfigError(
-                f"{self._where()}: engine.default_voice: no voice {self.cfg.engine.default_voice!r}; "
-                f"known: {sorted(self._voices)}"
+        if default in self.engines and not self._voices_of(default):
+            # an engine with nothing to speak with (F5 with no [[voices]]) is as good as not loaded
+            self.errors[default] = (
+                f"{default} has no usable voice; add a [[voices]] entry with engine = \"{default}\", "
+                f"reference_audio and reference_text" + self._voice_errors_hint()
             )
+            self.events.publish("engine.failed", engine=default, error=self.errors[default])
+        if default in self.engines and default not in self.errors:
+            self.active = default
+        else:
+            fb = self.cfg.engine.fallback
+            why = self.errors.get(default, "not loaded")
+            if fb and fb != default and await self._load(fb):
+                for v in self.engines[fb].voices():
+                    self._voices.setdefault(v.id, (fb, v))
+                self.active = fb
+                self.fallback_reason = f"{default} failed: {why}"
+                self.events.publish("engine.fallback", engine=fb, reason=self.fallback_reason)
+            else:
+                raise EngineError(f"engine {default!r} could not load ({why}) and there is no working fallback")
+        dv = self.cfg.engine.default_voice
+        if dv and dv not in self._voices:
+            if dv in self.voice_errors or any(vc.id == dv for vc in self.cfg.voices):
+                # configured but its engine or reference failed: speak with the active engine, say why
+                self.events.publish("voice.fallback", voice=dv, engine=self.active,
+                                    reason=self.voice_errors.get(dv, "its engine is not loaded"))  # fmt: skip
+            else:
+                raise ConfigError(f"{self._where()}: engine.default_voice: no voice {dv!r}; known: {sorted(self._voices)}")
+
+    def _voices_of(self, name: str) -> list[Voice]:
+        return [v for n, v in self._voices.values() if n == name]
+
+    def _voice_errors_hint(self) -> str:
+        if not self.voice_errors:
+            return ""
+        return " (" + "; ".join(f"voice {k!r}: {v}" for k, v in self.voice_errors.items()) + ")"
 
     async def _load(self, name: str) -> bool:
         if name in self.engines:
@@ -146,8 +167,10 @@ class EngineHost:
         if default and default in self._voices:
             name, voice = self._voices[default]
             return self.engines[name], voice
-        engine = self.engines[self.active]
-        return engine, engine.voices()[0]
+        voices = self._voices_of(self.active)
+        if not voices:
+            raise EngineError(f"engine {self.active!r} has no voice to speak with; add a [[voices]] entry")
+        return self.engines[self.active], voices[0]
 
     def has_voice(self, voice_id: str) -> bool:
         return voice_id in self._voices
