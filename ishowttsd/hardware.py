@@ -79,6 +79,7 @@ class Hardware:
         self._proc = psutil.Process()
         self._cpu_prev: tuple[float, float, float] | None = None  # (mono, system busy s, own cpu s)
         self._procs_prev: dict[int, tuple[str, float]] = {}
+        self._contention_last: dict[str, Any] | None = None
         self._clocks_tool_error: str | None = None
         self._lock = threading.RLock()  # the telemetry task and a health request may sample at once
 
@@ -314,6 +315,10 @@ class Hardware:
 
     def _cpu_contention(self) -> dict[str, Any]:
         now = time.monotonic()
+        # measure over windows of at least a second: a call right after another (telemetry
+        # tick, then a health request) would otherwise see a few ms of noise or nothing at all
+        if self._cpu_prev is not None and now - self._cpu_prev[0] < 1.0 and self._contention_last is not None:
+            return self._contention_last
         ct = psutil.cpu_times()
         busy = sum(getattr(ct, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq", "steal"))
         own_t = self._proc.cpu_times()
@@ -333,7 +338,8 @@ class Hardware:
                 if used >= 0.05:
                     tops.append({"pid": pid, "name": name, "cores": round(used, 2)})
         tops.sort(key=lambda p: -p["cores"])
-        return {"others_cores": round(others, 2), "own_cores": round(own_cores, 2), "top_others": tops[:3]}
+        self._contention_last = {"others_cores": round(others, 2), "own_cores": round(own_cores, 2), "top_others": tops[:3]}
+        return self._contention_last
 
     def _sample_procs(self) -> dict[int, tuple[str, float]]:
         out = {}
