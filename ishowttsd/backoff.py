@@ -9,6 +9,8 @@ from __future__ import annotations
 import random
 import time
 
+from pydantic import BaseModel, ConfigDict, Field
+
 
 class Backoff:
     """Delays that grow 1, 3, 5 ... seconds up to `cap`, plus random jitter.
@@ -55,3 +57,24 @@ class Backoff:
     def reset(self) -> None:
         self.failures = 0
         self._connected_at = None
+
+
+class BackoffSettings(BaseModel):
+    """The `reconnect = {...}` table of a source or sink: the knobs of :class:`Backoff`.
+
+    delay(n) = min(base * factor^(n-1) + step * (n-1), cap) + U(0, jitter); the failure count
+    resets once a connection stayed up `healthy_after` seconds. A plugin with other defaults
+    subclasses this and overrides the field defaults.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    base: float = Field(default=1.0, ge=0)
+    step: float = Field(default=2.0, ge=0)
+    factor: float = Field(default=1.0, ge=1)
+    cap: float = Field(default=20.0, gt=0)
+    jitter: float = Field(default=3.0, ge=0)
+    healthy_after: float = Field(default=30.0, ge=0, description="seconds up before the failure count resets")
+
+    def make(self) -> Backoff:
+        return Backoff(base=self.base, step=self.step, cap=self.cap, jitter=self.jitter,
+                       healthy_after=self.healthy_after, factor=self.factor)  # fmt: skip

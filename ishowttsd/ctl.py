@@ -48,7 +48,7 @@ def _human(verb: str, r: Any) -> str:
             f"socket   {r['socket']}",
             f"engine   {eng.get('active') or '(loading)'}"
             + (f"  FALLBACK: {eng['fallback_reason']}" if eng.get("fallback_reason") else ""),
-            f"speech   " + "  ".join(f"{k} {v}" for k, v in c.items()),
+            "speech   " + "  ".join(f"{k} {v}" for k, v in c.items()),
             f"queue    {r['queue']['pending']}/{r['queue']['max_pending']} pending, oldest {r['queue']['oldest_wait_s']} s"
             + f", latency median {r['queue'].get('latency_median_s')} s"
             + ("  FLOOD" if r["queue"].get("flood") else "")

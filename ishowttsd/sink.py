@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, ClassVar
@@ -13,6 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from ishowttsd.config import Config
 from ishowttsd.events import EventBus
 from ishowttsd.messages import AudioChunk, Utterance
+from ishowttsd.part import Part
 
 
 class SinkSettings(BaseModel):
@@ -85,7 +84,7 @@ class Playback:
             yield chunk
 
 
-class Sink:
+class Sink(Part):
     """Base class for sinks. Subclasses set `type`, maybe `Settings`, and write `play()`.
 
     The speaker calls `play()` for each utterance on every sink in parallel; a sink that
@@ -94,20 +93,16 @@ class Sink:
     Blocking calls (file or device writes) go through `anyio.to_thread.run_sync`.
     """
 
+    role = "sink"
     type: ClassVar[str]
     Settings: ClassVar[type[SinkSettings]] = SinkSettings
     # True for sinks that play in real time (ALSA): the speaker then paces to them
     realtime: ClassVar[bool] = False
 
     def __init__(self, settings: SinkSettings, ctx: SinkContext) -> None:
+        super().__init__(settings.name or settings.type, ctx.events)
         self.settings = settings
         self.ctx = ctx
-        self.name = settings.name or settings.type
-        self.log = logging.getLogger(f"ishowttsd.sink.{self.name}")
-        self.state = "starting"
-        self.detail = ""
-        self.last_error: str | None = None
-        self.counters: Counter[str] = Counter()
 
     async def start(self) -> None:
         """Open devices or connections; raising here marks the sink failed, not the daemon."""
@@ -123,25 +118,3 @@ class Sink:
 
     async def close(self) -> None:
         """Called once at shutdown."""
-
-    def set_state(self, state: str, detail: str = "", error: str | None = None) -> None:
-        if error:
-            self.last_error = error
-        if (state, detail) != (self.state, self.detail):
-            self.state, self.detail = state, detail
-            fields: dict[str, Any] = {"sink": self.name, "state": state}
-            if detail:
-                fields["detail"] = detail
-            if error:
-                fields["error"] = error
-            self.ctx.events.publish("sink.state", **fields)
-
-    def status(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "type": self.type,
-            "state": self.state,
-            "detail": self.detail,
-            "last_error": self.last_error,
-            "counters": dict(self.counters),
-        }

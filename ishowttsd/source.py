@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -14,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from ishowttsd.config import Config
 from ishowttsd.events import EventBus
 from ishowttsd.messages import Deletion, Message
+from ishowttsd.part import Part
 
 
 class SourceSettings(BaseModel):
@@ -36,7 +35,7 @@ class SourceContext:
     state_dir: Path
 
 
-class Source:
+class Source(Part):
     """Base class for sources. Subclasses set `type`, maybe `Settings`, and write `run()`.
 
     `run()` runs until cancelled (live sources reconnect inside it, with
@@ -46,20 +45,16 @@ class Source:
     :meth:`set_state` so `status` and health can show it.
     """
 
+    role = "source"
     type: ClassVar[str]
     Settings: ClassVar[type[SourceSettings]] = SourceSettings
     finite: ClassVar[bool] = False
 
     def __init__(self, settings: SourceSettings, ctx: SourceContext) -> None:
+        super().__init__(settings.name or settings.type, ctx.events)
         self.settings = settings
         self.ctx = ctx
-        self.name = settings.name or settings.type
-        self.log = logging.getLogger(f"ishowttsd.source.{self.name}")
-        self.state = "starting"
-        self.detail = ""
-        self.last_error: str | None = None
         self.last_message_at: float | None = None
-        self.counters: Counter[str] = Counter()
 
     async def run(self) -> None:
         raise NotImplementedError
@@ -79,25 +74,9 @@ class Source:
     def set_state(self, state: str, detail: str = "", error: str | None = None) -> None:
         """Report a connection state: connecting, connected, backoff, down, finished..."""
         if error:
-            self.last_error = error
             self.counters["errors"] += 1
-        if (state, detail) != (self.state, self.detail):
-            self.state, self.detail = state, detail
-            fields: dict[str, Any] = {"source": self.name, "state": state}
-            if detail:
-                fields["detail"] = detail
-            if error:
-                fields["error"] = error
-            self.ctx.events.publish("source.state", **fields)
+        super().set_state(state, detail, error)
 
     def status(self) -> dict[str, Any]:
         since = None if self.last_message_at is None else round(time.time() - self.last_message_at, 1)
-        return {
-            "name": self.name,
-            "type": self.type,
-            "state": self.state,
-            "detail": self.detail,
-            "last_error": self.last_error,
-            "seconds_since_last_message": since,
-            "counters": dict(self.counters),
-        }
+        return {**super().status(), "seconds_since_last_message": since}

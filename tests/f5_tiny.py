@@ -24,7 +24,6 @@ def tiny_vocab() -> list[str]:
 
 def build(dirpath: Path, seed: int = 0) -> dict[str, Path]:
     """Write a tiny model in every format into `dirpath`; returns the paths."""
-    import soundfile as sf
     import torch
     from safetensors.torch import save_file
 

@@ -37,7 +37,7 @@ def write_config(d: Path, tiny, checkpoint: str | None = None, default_voice: bo
         paths["safetensors"] = checkpoint
     cfg = d / "ishowtts.toml"
     cfg.write_text(
-        f'[daemon]\nstate_dir = "state"\n\n[engine]\ndefault = "f5"\nfallback = "espeak"\n'
+        '[daemon]\nstate_dir = "state"\n\n[engine]\ndefault = "f5"\nfallback = "espeak"\n'
         + ('default_voice = "me"\n' if default_voice else "")
         + "\n"
         + f5_tiny.engine_table(paths)

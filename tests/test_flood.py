@@ -169,7 +169,7 @@ def test_flood_stays_responsive_and_bounded(tmp_path):
             return st["queue"]["pending"] == 0 and sp["speaking"] is None and not sp["prepared"], st
 
         deadline = time.monotonic() + 60
-        while not (res := drained())[0]:
+        while not drained()[0]:
             assert time.monotonic() < deadline, "queue did not drain"
             time.sleep(0.1)
         time.sleep(0.3)

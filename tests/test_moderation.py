@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from ishowttsd.config import ConfigError, ModerationConfig, parse_config
-from ishowttsd.messages import Kind, Message, Priority, User
+from ishowttsd.messages import Message, Priority
 from ishowttsd.moderation import Merged, Moderator, Rejection, strip_twitch_emotes
 from ishowttsd.queue import DEFAULT_TTL
 

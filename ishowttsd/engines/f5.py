@@ -18,7 +18,6 @@ import json
 import os
 import re
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal

@@ -41,11 +41,11 @@ from typing import Any, Iterable
 import anyio
 import brotli
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
-from ishowttsd.backoff import Backoff
+from ishowttsd.backoff import BackoffSettings
 from ishowttsd.config import read_secret
 from ishowttsd.hookspecs import hookimpl
 from ishowttsd.messages import Deletion, Kind, Message, User
@@ -602,20 +602,8 @@ _COMMANDS = {
 # ---------------------------------------------------------------------------------------------
 
 
-class ReconnectSettings(BaseModel):
-    """Knobs of :class:`ishowttsd.backoff.Backoff`: delay(n) = min(base + step*(n-1), cap) + U(0, jitter)."""
-
-    model_config = ConfigDict(extra="forbid")
-    base: float = Field(default=1.0, ge=0)
-    step: float = Field(default=2.0, ge=0)
-    factor: float = Field(default=1.0, ge=1)
-    cap: float = Field(default=20.0, gt=0)
-    jitter: float = Field(default=3.0, ge=0)
-    healthy_after: float = Field(default=30.0, ge=0, description="seconds up before the failure count resets")
-
-    def make(self) -> Backoff:
-        return Backoff(base=self.base, step=self.step, cap=self.cap, jitter=self.jitter,
-                       healthy_after=self.healthy_after, factor=self.factor)  # fmt: skip
+class ReconnectSettings(BackoffSettings):
+    """PROTOCOLS.md's policy for Bilibili: min(1 + 2(n-1), 20) s plus 0-3 s of jitter (the defaults)."""
 
 
 class BilibiliSettings(SourceSettings):

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
-from ishowttsd.backoff import Backoff
+from ishowttsd.backoff import BackoffSettings
 from ishowttsd.config import ConfigError, read_secret
 from ishowttsd.hookspecs import hookimpl
 from ishowttsd.messages import Deletion, Kind, Message, User
@@ -281,20 +281,13 @@ _SUB_PRICE_USD = {"1000": 4.99, "2000": 9.99, "3000": 24.99, "Prime": 4.99}
 # ---------------------------------------------------------------------------------------------
 
 
-class ReconnectSettings(BaseModel):
-    """Knobs of :class:`ishowttsd.backoff.Backoff`: delay(n) = min(base*factor^(n-1) + step*(n-1), cap) + U(0, jitter)."""
+class ReconnectSettings(BackoffSettings):
+    """Twitch's advice: 1 s doubling to about 16 s, reset only after a healthy connection."""
 
-    model_config = ConfigDict(extra="forbid")
-    base: float = Field(default=1.0, ge=0)
     step: float = Field(default=0.0, ge=0)
     factor: float = Field(default=2.0, ge=1)
     cap: float = Field(default=16.0, gt=0)
     jitter: float = Field(default=1.0, ge=0)
-    healthy_after: float = Field(default=30.0, ge=0)
-
-    def make(self) -> Backoff:
-        return Backoff(base=self.base, step=self.step, cap=self.cap, jitter=self.jitter,
-                       healthy_after=self.healthy_after, factor=self.factor)  # fmt: skip
 
 
 class TwitchSettings(SourceSettings):
