@@ -375,12 +375,14 @@ class Moderator:
         return None
 
     def _content(self, raw: str, text: str, name: str) -> Rejection | None:
-        folded = f"{raw}\n{text}\n{name}".casefold()
+        # full-width letters, zero-width spaces and soft hyphens must not smuggle a word past us
+        views = [_fold(x) for x in (raw, text, name) if x]
+        folded = "\n".join(views)
         for word in self._block:
-            if word in folded:
+            if _fold(word) in folded:
                 return Rejection("blocked_word", f"contains a blocked word ({_mask(word)})")
         for i, pat in enumerate(self._patterns):
-            if pat.search(raw) or pat.search(text) or (name and pat.search(name)):
+            if any(pat.search(v) for v in (raw, text, name, *views) if v):
                 return Rejection("blocked_pattern", f"matches block_patterns[{i}]")
         return None
 
@@ -537,6 +539,13 @@ def _limit_emoji(text: str, keep: int) -> str:
         return mt.group(0) if count <= keep else ""
 
     return _EMOJI.sub(sub, text)
+
+
+def _fold(text: str) -> str:
+    """For block checks: compatibility forms folded (ｂａｄ → bad), case folded, invisible
+    format characters (zero-width space, soft hyphen, joiners) removed."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
 
 
 def _norm(text: str) -> str:
