@@ -119,6 +119,7 @@ class Daemon:
         self.speaker = Speaker(self.queue, self.engines, self.sinks, self.events)
         self.speaker.on_spoken.append(lambda u, _st: self._journal_end(u, "spoken", ""))
         self.speaker.on_ended.append(self._journal_end)
+        self.speaker.on_started.append(lambda u: self.journal.started(u) if self.journal else 0)
         self.queue.on_discard.append(self._journal_end)
         self.monitor = HealthMonitor(
             self.cfg, self.events, self.hardware, engines=self.engines, speaker=self.speaker, queue=self.queue,
@@ -174,6 +175,11 @@ class Daemon:
             return
         if outcome == "cut" and reason == "skipped" and self.state == "stopping":
             return  # cut by our own shutdown: still owed, spoken after the restart
+        if outcome == "failed" and self.journal.attempts(u) < self.journal.max_attempts and not u.expired():
+            # paid speech gets another try (a transient engine error must not lose a super chat)
+            self.events.publish("retry", **u.event_fields(), attempts=self.journal.attempts(u), reason=reason)
+            self.queue.put(u)
+            return
         self.journal.finish(u, outcome, reason)
 
     def open_journal(self) -> None:
@@ -196,8 +202,8 @@ class Daemon:
             log.warning("journal: not said before its time-to-live ran out while stopped: %s", s.to_dict())
             self.events.publish("journal_stale", **s.to_dict(), reason="ttl_while_stopped")
         for s in given_up:
-            log.error("journal: given up after repeated restarts without being said: %s", s.to_dict())
-            self.events.publish("journal_stale", **s.to_dict(), reason="too_many_restarts")
+            log.error("journal: given up after repeated attempts without being said: %s", s.to_dict())
+            self.events.publish("journal_stale", **s.to_dict(), reason="too_many_attempts")
         for u in live:
             self.events.publish("recovered", **u.event_fields(), age_s=round(time.time() - u.created_wall, 1))
             self.queue.put(u)

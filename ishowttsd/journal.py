@@ -90,7 +90,9 @@ class Journal:
         self._db: sqlite3.Connection | None = None
         self._lock: int | None = None
         self._keys: dict[int, str] = {}  # Utterance.id -> row key, for utterances still pending
+        self._attempts: dict[int, int] = {}  # Utterance.id -> syntheses started, across restarts
         self.written = 0
+        self.error: str | None = None  # the last write failure, until a write succeeds again
 
     @staticmethod
     def wants(utt: Utterance) -> bool:
@@ -152,6 +154,20 @@ class Journal:
         self.written += 1
         return cur
 
+    def _write(self, sql: str, args: tuple = ()) -> bool:
+        """A write that must never take speech down: a full disk or a read-only file degrades
+        the journal (reported in status and the log) instead of raising into the pipeline."""
+        try:
+            self._exec(sql, args)
+        except (sqlite3.Error, JournalError) as e:
+            msg = f"journal write failed ({type(e).__name__}: {e}); paid speech is not protected against a crash until this is fixed"
+            if msg != self.error:
+                log.error("%s", msg)
+            self.error = msg
+            return False
+        self.error = None
+        return True
+
     # -- the life of one utterance ---------------------------------------------------------------
 
     def add(self, utt: Utterance) -> str:
@@ -160,12 +176,12 @@ class Journal:
         now = time.time()
         deadline = None if utt.deadline is None else now + (utt.deadline - time.monotonic())
         msg = json.dumps(utt.message.to_dict(), ensure_ascii=False, default=str) if utt.message else None
-        self._exec(
+        if self._write(
             "INSERT INTO utterances (key, priority, text, voice, source, message, created, deadline, updated) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (key, utt.priority.name.lower(), utt.text, utt.voice, utt.source, msg, utt.created_wall, deadline, now),
-        )
-        self._keys[utt.id] = key
+        ):
+            self._keys[utt.id] = key
         return key
 
     def tracks(self, utt: Utterance) -> bool:
@@ -175,15 +191,28 @@ class Journal:
         """A gift combo grew: the waiting utterance says a new total."""
         key = self._keys.get(utt.id)
         if key is not None:
-            self._exec("UPDATE utterances SET text = ?, updated = ? WHERE key = ?", (utt.text, time.time(), key))
+            self._write("UPDATE utterances SET text = ?, updated = ? WHERE key = ?", (utt.text, time.time(), key))
+
+    def started(self, utt: Utterance) -> int:
+        """The speaker starts synthesizing it: one more real attempt. Returns the attempts so far."""
+        key = self._keys.get(utt.id)
+        if key is None:
+            return 0
+        self._attempts[utt.id] = self._attempts.get(utt.id, 0) + 1
+        self._write("UPDATE utterances SET attempts = attempts + 1, updated = ? WHERE key = ?", (time.time(), key))
+        return self._attempts[utt.id]
+
+    def attempts(self, utt: Utterance) -> int:
+        return self._attempts.get(utt.id, 0)
 
     def finish(self, utt: Utterance, state: str, reason: str = "") -> None:
         """Mark the end of an utterance (spoken, dropped, expired, cut, failed); unknown ones are ignored."""
         if state not in FINAL_STATES:
             raise ValueError(f"unknown final state {state!r}")
         key = self._keys.pop(utt.id, None)
+        self._attempts.pop(utt.id, None)
         if key is not None:
-            self._exec(
+            self._write(
                 "UPDATE utterances SET state = ?, reason = ?, updated = ? WHERE key = ? AND state = 'pending'",
                 (state, reason, time.time(), key),
             )
@@ -205,28 +234,28 @@ class Journal:
             mdict = _loads(msg)
             if deadline is not None and deadline < now:
                 stale.append(Stale(key, text, prio, created, deadline, mdict))
-                self._exec("UPDATE utterances SET state='expired', reason='stale_after_restart', updated=? WHERE key=?",
-                           (now, key))  # fmt: skip
+                self._write("UPDATE utterances SET state='expired', reason='stale_after_restart', updated=? WHERE key=?",
+                            (now, key))  # fmt: skip
                 continue
-            if attempts + 1 >= self.max_attempts:
+            if attempts >= self.max_attempts:  # attempts = syntheses started, not restarts
                 given_up.append(Stale(key, text, prio, created, deadline or now, mdict))
-                self._exec("UPDATE utterances SET state='failed', reason='too_many_restarts', updated=? WHERE key=?",
-                           (now, key))  # fmt: skip
+                self._write("UPDATE utterances SET state='failed', reason='too_many_attempts', updated=? WHERE key=?",
+                            (now, key))  # fmt: skip
                 continue
             try:
                 priority = Priority.parse(prio)
                 message = Message.from_dict(mdict) if mdict else None
             except (ValueError, TypeError) as e:
                 log.warning("journal entry %s cannot be read back (%s); giving it up", key, e)
-                self._exec("UPDATE utterances SET state='failed', reason='unreadable', updated=? WHERE key=?", (now, key))
+                self._write("UPDATE utterances SET state='failed', reason='unreadable', updated=? WHERE key=?", (now, key))
                 continue
             utt = Utterance(
                 text=text, priority=priority, voice=voice, source=source or "journal", message=message,
                 deadline=None if deadline is None else mono + (deadline - now),
                 created=mono - max(0.0, now - created), created_wall=created,
             )  # fmt: skip
-            self._exec("UPDATE utterances SET attempts = attempts + 1, updated = ? WHERE key = ?", (now, key))
             self._keys[utt.id] = key
+            self._attempts[utt.id] = attempts
             live.append(utt)
         return live, stale, given_up
 
@@ -249,11 +278,14 @@ class Journal:
         return cur.rowcount
 
     def counts(self) -> dict[str, int]:
-        rows = self._exec("SELECT state, COUNT(*) FROM utterances GROUP BY state").fetchall()
+        try:
+            rows = self._exec("SELECT state, COUNT(*) FROM utterances GROUP BY state").fetchall()
+        except (sqlite3.Error, JournalError):
+            return {}
         return {state: n for state, n in rows}
 
     def status(self) -> dict[str, Any]:
-        return {"path": str(self.path), "pending": len(self._keys), "writes": self.written}
+        return {"path": str(self.path), "pending": len(self._keys), "writes": self.written, "error": self.error}
 
 
 def _loads(s: str | None) -> dict[str, Any] | None:

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import logging
 import statistics
 import time
 from collections import deque
@@ -24,6 +25,8 @@ import anyio
 
 from ishowttsd.events import EventBus
 from ishowttsd.messages import Priority, Utterance
+
+log = logging.getLogger("ishowttsd.queue")
 
 DEFAULT_TTL: dict[Priority, float] = {
     Priority.URGENT: 600.0,
@@ -123,7 +126,10 @@ class SpeechQueue:
     def _discard(self, u: Utterance, event: str, reason: str, **more) -> None:
         self.events.publish(event, **u.event_fields(), reason=reason, **more)
         for cb in self.on_discard:
-            cb(u, event, reason)
+            try:
+                cb(u, event, reason)
+            except Exception:  # a journal or monitor bug must not leave the queue half-updated
+                log.exception("an on_discard callback failed for utterance %s", u.id)
 
     def _check_flood(self) -> None:
         n = len(self)

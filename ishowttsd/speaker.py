@@ -81,6 +81,8 @@ class Speaker:
         self.on_spoken: list[Callable[[Utterance, SynthesisStats], None]] = []
         # every other end: (utterance, "failed" | "expired" | "cut", reason)
         self.on_ended: list[Callable[[Utterance, str, str], None]] = []
+        # called as synthesis of an utterance starts (the journal counts real attempts)
+        self.on_started: list[Callable[[Utterance], object]] = []
 
     # -- control -----------------------------------------------------------------------------
 
@@ -166,6 +168,11 @@ class Speaker:
                 self.events.publish("failed", **utt.event_fields(), reason="voice", error=f"{type(e).__name__}: {e}")
                 self._slots.release()
                 continue
+            for cb in self.on_started:
+                try:
+                    cb(utt)
+                except Exception:
+                    log.exception("an on_started callback failed for utterance %s", utt.id)
             send, recv = anyio.create_memory_object_stream[AudioChunk](math.inf)
             stats = SynthesisStats(engine=engine.name, voice=voice.id, sample_rate=engine.sample_rate)
             p = Prepared(utt, engine, stats, send, recv)

@@ -94,6 +94,7 @@ def test_stale_entries_are_reported_once(tmp_path, opened):
 
 
 def test_crash_loop_is_given_up(tmp_path, opened):
+    # a text that crashes the daemon each time it is synthesized: given up after max_attempts
     path = tmp_path / "j.sqlite3"
     j = opened(path, max_attempts=3)
     j.add(paid("毒药"))
@@ -101,8 +102,34 @@ def test_crash_loop_is_given_up(tmp_path, opened):
     for _ in range(3):
         jj = opened(path, max_attempts=3)
         outs.append(jj.recover())
-    assert [len(o[0]) for o in outs] == [1, 1, 0]
-    assert len(outs[2][2]) == 1
+        for u in outs[-1][0]:
+            jj.started(u)  # synthesis began, then the process died
+    assert [len(o[0]) for o in outs] == [1, 1, 1]
+    final = opened(path, max_attempts=3).recover()
+    assert len(final[0]) == 0 and len(final[2]) == 1
+
+
+def test_restarts_without_an_attempt_never_give_up(tmp_path, opened):
+    # restarts while the utterance only waited (say, a crash loop elsewhere) cost it nothing
+    path = tmp_path / "j.sqlite3"
+    j = opened(path, max_attempts=2)
+    j.add(paid("还在排队"))
+    for _ in range(5):
+        live, _, given_up = opened(path, max_attempts=2).recover()
+        assert len(live) == 1 and not given_up
+
+
+def test_a_write_failure_degrades_instead_of_raising(tmp_path, opened):
+    j = opened(tmp_path / "j.sqlite3")
+    j._db.close()  # as if the disk went away under us
+    import sqlite3
+
+    j._db = sqlite3.connect(":memory:")  # no table: every write now fails
+    u = paid("超级留言")
+    j.add(u)
+    assert j.error and "journal write failed" in j.error
+    assert not j.tracks(u) and j.status()["error"] == j.error
+    j.finish(u, "spoken")  # nothing raises
 
 
 def test_recent_message_ids_and_prune(tmp_path, opened):
