@@ -213,6 +213,10 @@ class Daemon:
         if self.cfg.path is None:
             raise ConfigError("started without --config: there is no file to reload")
         new = load_config(self.cfg.path)
+        # the whole file must be one the daemon would start with, or the next restart goes silent
+        self._tables("sources", new.sources, self.plugins.sources)
+        self._tables("sinks", new.sinks, self.plugins.sinks)
+        EngineHost(new, self.plugins.engines, self.events)  # checks engines, engine tables, voices
         ttl = ttl_from_config(new.queue.ttl)
         moderator = Moderator(new.moderation, ttl, state=self.moderator.state)  # validates templates too
         changed = [k for k in ("moderation", "queue") if getattr(new, k) != getattr(self.cfg, k)]

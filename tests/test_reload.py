@@ -123,6 +123,15 @@ def test_sighup_and_ctl_reload_swap_filters_and_refuse_bad_configs(daemon):
     status = daemon.req("status")
     assert status["reasons"]["filtered:blocked_pattern"] >= 2 and status["state"] == "running"
 
+    # valid TOML and valid moderation, but a file the daemon could not start with: refused too,
+    # or the next restart would go silent
+    for bad in ('\n[[sources]]\ntype = "youtube"\n', '\n[[sinks]]\ntype = "file"\ncolour = 1\n',
+                '\n[engine.nosuch]\nx = 1\n'):
+        daemon.cfg.write_text(BASE + bad + '\n[moderation]\nblock_words = ["好话"]\n')
+        r = daemon.ctl("reload")
+        assert r.returncode == 1, bad
+        assert say(daemon, "好人", user="辛")["reason"] == "blocked_pattern"  # the old filter still
+
     # a good file again, through the control method: what changed and what needs a restart
     daemon.cfg.write_text(BASE.replace('fallback = "espeak"', 'fallback = "espeak"\ndefault_voice = "x"')
                           + '\n[moderation]\nblock_words = ["好人"]\n')  # fmt: skip
