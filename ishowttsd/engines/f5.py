@@ -406,7 +406,8 @@ class F5Engine(Engine):
                 out[i] = w
         return out  # type: ignore[return-value]
 
-    def _forward(self, jobs: list[_Job], cancel: threading.Event, on_step=None) -> list[np.ndarray] | None:
+    def _forward(self, jobs: list[_Job], cancel: threading.Event, on_step=None,
+                 min_pad: int = 0) -> list[np.ndarray] | None:  # fmt: skip
         import torch
         from f5_tts.model.utils import convert_char_to_pinyin, list_str_to_idx
 
@@ -424,7 +425,7 @@ class F5Engine(Engine):
             # at least text length + 1 frames, as upstream
             tl = (text_ids != -1).sum(dim=-1).tolist()
             durs = [max(d, max(t, r) + 1) for (r, d), t in zip(sizes, tl)]
-            pad_to = f5_fast.bucket(max(durs), s.buckets) if s.compile else None
+            pad_to = f5_fast.bucket(max(max(durs), min_pad), s.buckets) if s.compile else None
             mel = f5_fast.sample(
                 self._fast, cond, text_ids, durs, [r for r, _ in sizes], steps=s.steps, cfg_strength=s.cfg_strength,
                 sway=s.sway_sampling_coef, seed=s.seed, pad_to=pad_to, cancel=cancel, on_step=on_step,
@@ -474,8 +475,8 @@ class F5Engine(Engine):
             done[0] += 1
             progress("warming up", min(1.0, done[0] / total))
 
-        for _ in lengths:
-            self._forward([_Job(0, 0, s.warmup_text, ref, 1.0)], threading.Event(), on_step=on_step)
+        for length in lengths:  # one compile per bucket now, not during live speech
+            self._forward([_Job(0, 0, s.warmup_text, ref, 1.0)], threading.Event(), on_step=on_step, min_pad=length)
         self.warm = True
 
     def info(self) -> dict[str, Any]:
