@@ -25,7 +25,7 @@ $(STAMP_F5): $(STAMP)
 venv: $(STAMP_F5)
 
 demo: $(STAMP)
-	@rm -rf out/demo
+	@rm -rf out/demo out/demo-state
 	$(VENV)/bin/ishowttsd --config config/demo.toml --socket out/demo.sock --exit-when-done --summary
 	@echo "WAVs and the log of what was said: out/demo/ (spoken.jsonl)"
 

@@ -202,7 +202,7 @@ def test_broken_plugin_is_reported_in_status(tmp_path):
 def test_demo_config_replays_the_recording(tmp_path):
     cfg = (REPO / "config" / "demo.toml").read_text()
     cfg = cfg.replace('path = "recordings/demo.jsonl"', f'path = "{REPO / "config/recordings/demo.jsonl"}"')
-    cfg = cfg.replace('directory = "../out/demo"', 'directory = "out"')
+    cfg = cfg.replace('directory = "../out/demo"', 'directory = "out"').replace('"../out/demo-state"', '"state"')
     cfg = cfg.replace("speed = 2.0", "speed = 50.0").replace("pace = true", "pace = false")
     d = DaemonProcess(tmp_path, cfg, args=["--exit-when-done", "--summary-json", str(tmp_path / "summary.json")],
                       wait_ready=False).start()  # fmt: skip
