@@ -17,6 +17,17 @@ from ishowttsd.control import client_request
 REPO = Path(__file__).resolve().parent.parent
 
 
+def end_process(proc: subprocess.Popen, timeout: float = 15.0) -> int:
+    """SIGTERM a daemon and wait; SIGKILL it if it does not stop in time. Returns its exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait(5)
+
+
 class DaemonProcess:
     """`with DaemonProcess(tmp_path, config_text) as d: d.request("status")`."""
 

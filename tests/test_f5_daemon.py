@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from daemon_process import end_process
 
 pytest.importorskip("torch")
 pytest.importorskip("f5_tts")
@@ -80,12 +81,7 @@ class Daemon:
         raise AssertionError("daemon did not get ready:\n" + "".join(self.log))
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        end_process(self.proc, 10)
         self._drainer.join(5)
         self.proc.stdout.close()
 

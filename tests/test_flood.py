@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import pytest
+from daemon_process import end_process
 
 from ishowttsd.control import ControlError, client_request
 
@@ -195,12 +196,6 @@ def test_flood_stays_responsive_and_bounded(tmp_path):
         assert st["reasons"]["dropped:queue_full"] == c["dropped"]
         assert {"filtered:blocked_word", "filtered:command", "filtered:duplicate"} <= set(st["reasons"])
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        end_process(proc)
         log.close()
         shutil.rmtree(sockdir, ignore_errors=True)

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from daemon_process import end_process
 
 from ishowttsd.control import ControlError, client_request
 
@@ -86,12 +87,7 @@ class DaemonProc:
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+            end_process(self.proc)
             self._log.close()
 
 

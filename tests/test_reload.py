@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from daemon_process import end_process
 
 from ishowttsd.control import ControlError, client_request
 
@@ -68,13 +69,7 @@ def daemon(tmp_path):
     ns.start, ns.req, ns.ctl, ns.cfg, ns.log = start, req, ctl, cfg, tmp_path / "daemon.log"
     yield ns
     for p, log in procs:
-        if p.poll() is None:
-            p.terminate()
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
+        end_process(p)
         log.close()
     shutil.rmtree(sockdir, ignore_errors=True)
 
