@@ -182,7 +182,7 @@ class F5Engine(Engine):
         self._fast = f5_fast.FastDiT(model.transformer, kind, dtype if kind != "int8" else torch.float32)
         if s.compile:
             progress("compiling (torch.compile)", 0.8)
-            self._fast.velocity = torch.compile(self._fast.velocity, dynamic=False)
+            self._fast.step = torch.compile(self._fast.step, dynamic=False)
         self.loaded = True
         progress("f5 ready", 1.0)
 
