@@ -15,7 +15,7 @@ import f5_tiny  # noqa: E402
 
 from ishowttsd.engines import f5_fast  # noqa: E402
 from ishowttsd.engines.base import EngineContext, EngineError, Voice  # noqa: E402
-from ishowttsd.engines.f5 import F5Engine, F5Settings, crossfade_join, split_chunks  # noqa: E402
+from ishowttsd.engines.f5 import F5Engine, F5Settings, _Job, crossfade_join, normalize_ref_text, split_chunks  # noqa: E402
 
 
 class _Cfg:
@@ -175,7 +175,40 @@ def test_reference_is_trimmed_resampled_normalised(engine, tiny):
     # 1.2 s of sound with 0.3 s silence each side, at 16 kHz: trimmed to about 1.3 s at 24 kHz
     assert 1.2 <= ref.seconds <= 1.35
     assert ref.mel.shape == (int(ref.seconds * 24000) // 256 + 1, 100)
-    assert ref.text.endswith(". ")
+    assert ref.text.endswith(".  ")  # upstream's form: ". " from its preprocessing, " " from its inference
+
+
+@pytest.mark.parametrize("given,fed", [
+    ("Some call me nature", "Some call me nature.  "),
+    ("Some call me nature.", "Some call me nature.  "),
+    ("Some call me nature. ", "Some call me nature.  "),
+    ("你好，我是主播。", "你好，我是主播。"),
+    ("你好", "你好.  "),
+])  # fmt: skip
+def test_reference_text_is_fed_as_upstream_feeds_it(given, fed):
+    assert normalize_ref_text(given) == fed
+
+
+def test_durations_equal_upstreams(engine, tiny, monkeypatch):
+    """Same reference, same text: upstream's F5TTS.infer() asks its sampler for the same number
+    of frames as we do (the speech rate comes from the transcript's bytes per reference frame)."""
+    from ishowttsd import bench
+
+    table = {"model": "tiny", "arch": f5_tiny.TINY_ARCH, "checkpoint": str(tiny["safetensors"]),
+             "vocab": str(tiny["vocab"]), "vocoder": str(tiny["vocos"])}  # fmt: skip
+    up = bench._upstream_call(bench.build_upstream, table, "cpu")
+    asked = []
+    sample = up.ema_model.sample
+    up.ema_model.sample = lambda *a, **k: asked.append(int(k["duration"])) or sample(*a, **k)
+    text = "Hello there, how are you?"
+    # upstream's seed_everything writes PYTHONHASHSEED into os.environ: restored after the test
+    monkeypatch.setenv("PYTHONHASHSEED", "0")
+    bench._upstream_call(up.infer, str(tiny["ref"]), "Hello there.", text, show_info=bench._quiet, progress=None,
+                         nfe_step=1, seed=0)  # fmt: skip
+    e_voice = voice(tiny, vid="dur", text="Hello there.")
+    engine.add_voice(e_voice)
+    _, ours = engine._duration(_Job(0, 0, text, engine._refs["dur"], 1.0))
+    assert abs(ours - asked[0]) <= 1, (ours, asked)
 
 
 # -- hot path ------------------------------------------------------------------------------------
@@ -212,9 +245,9 @@ def test_seeded_runs_are_deterministic(engine):
 def test_duration_follows_the_reference_rate(engine):
     text = "Hello there, how are you?"
     ref = engine._refs["me"]
-    frames = ref.mel.shape[0]
-    gen = int(frames / len(ref.text.encode()) * len(text.encode()))
-    assert len(speak(engine, text)) == gen * 256
+    hops = ref.mel.shape[0] - 1  # upstream's reference length: samples // hop
+    total = hops + int(hops / len(ref.text.encode()) * len(text.encode()))
+    assert len(speak(engine, text)) == (total - ref.mel.shape[0]) * 256  # the reference's own frames are not spoken
 
 
 def test_batch_equals_one_by_one(engine):

@@ -293,20 +293,19 @@ class F5Engine(Engine):
         x = x.mean(dim=1) if x.ndim == 2 else x
         if sr != SAMPLE_RATE:
             x = AF.resample(x, sr, SAMPLE_RATE)
-        # trim edge silence as upstream does (10 ms frames, RMS in dBFS), keep 50 ms after the end
+        # trim edge silence as upstream's remove_silence_edges does: 10 ms chunks counted from each
+        # end while their RMS is under trim_db dBFS, then 50 ms of silence appended
         frame = SAMPLE_RATE // 100
-        n = x.shape[0] // frame
-        if n == 0:
+        if x.shape[0] < frame:
             raise EngineError(f"voice {what!r}: reference_audio {path} is shorter than 10 ms; record 3-10 s of clear speech")
-        rms_db = 10 * torch.log10(x[: n * frame].view(n, frame).square().mean(dim=1).clamp(min=1e-12))
-        loud = torch.nonzero(rms_db >= s.trim_db).flatten()
-        if loud.numel() == 0:
+        start = _leading_silence(torch, x, frame, s.trim_db)
+        if start >= x.shape[0]:
             raise EngineError(f"voice {what!r}: reference_audio {path} is silent; record 3-10 s of clear speech")
-        start = int(loud[0]) * frame
-        end = min(x.shape[0], (int(loud[-1]) + 1) * frame + 5 * frame)
+        end = x.shape[0] - _leading_silence(torch, x[start:].flip(0), frame, s.trim_db)
         x = x[start:end][: int(s.ref_max_s * SAMPLE_RATE)]
         if x.shape[0] < SAMPLE_RATE // 2:
             raise EngineError(f"voice {what!r}: reference_audio {path} has under 0.5 s of sound; record 3-10 s of clear speech")
+        x = torch.cat([x, x.new_zeros(SAMPLE_RATE // 20)])
         rms = float(torch.sqrt(torch.mean(x.square())))
         if rms < s.target_rms:
             x = x * (s.target_rms / max(rms, 1e-8))
@@ -380,12 +379,14 @@ class F5Engine(Engine):
         return int(self.settings.crossfade_ms * SAMPLE_RATE / 1000)
 
     def _duration(self, job: _Job) -> tuple[int, int]:
-        """(reference frames, total frames): upstream's rule, speech rate from the reference."""
+        """(reference frames, total frames) by upstream's rule: the reference's length in hops
+        (its mel has one frame more) sets the speech rate in frames per UTF-8 byte."""
         ref_frames = job.ref.mel.shape[0]
+        ref_len = ref_frames - 1
         gen_bytes = len(job.text.encode("utf-8"))
         speed = job.speed if gen_bytes >= 10 else self.settings.short_text_speed
-        gen = int(ref_frames / len(job.ref.text.encode("utf-8")) * gen_bytes / speed)
-        return ref_frames, ref_frames + max(gen, 1)
+        gen = int(ref_len / len(job.ref.text.encode("utf-8")) * gen_bytes / speed)
+        return ref_frames, max(ref_len + gen, ref_frames + 1)
 
     def _run_jobs(self, jobs: list[_Job], cancel: threading.Event) -> list[np.ndarray] | None:
         """Synthesize chunk jobs in length-grouped batches; waveforms in job order."""
@@ -708,12 +709,27 @@ def read_audio(data: bytes, path: Path, what: str) -> tuple[np.ndarray, int]:
     return wav, sr
 
 
+def _leading_silence(torch, x, frame: int, thr_db: float) -> int:
+    """Samples of silence at the start of `x`, in whole `frame` chunks (pydub's
+    detect_leading_silence: the last chunk may be short)."""
+    n = -(-x.shape[0] // frame)
+    pad = torch.cat([x, x.new_zeros(n * frame - x.shape[0])]).view(n, frame)
+    counts = torch.full((n,), float(frame))
+    counts[-1] = x.shape[0] - (n - 1) * frame
+    db = 10 * torch.log10((pad.square().sum(dim=1) / counts).clamp(min=1e-12))
+    loud = torch.nonzero(db >= thr_db).flatten()
+    return x.shape[0] if loud.numel() == 0 else int(loud[0]) * frame
+
+
 def normalize_ref_text(text: str) -> str:
-    """As upstream: end the transcript with sentence punctuation and a space for Latin text."""
+    """The transcript exactly as upstream feeds it to the model: `preprocess_ref_audio_text`
+    ends it with ". " (or "。"), then `infer_batch_process` adds a space after a 1-byte last
+    character, so a Latin transcript ends ".  ". Its UTF-8 length sets the speech rate
+    (frames per byte), so this keeps our durations equal to upstream's for the same voice."""
     text = text.strip()
     if not text.endswith(". ") and not text.endswith("。"):
         text += " " if text.endswith(".") else ". "
-    if len(text[-1].encode("utf-8")) == 1 and not text.endswith(" "):
+    if len(text[-1].encode("utf-8")) == 1:
         text += " "
     return text
 
