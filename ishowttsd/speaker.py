@@ -239,9 +239,9 @@ class Speaker:
             first: AudioChunk | None = await p.recv.receive()
         except anyio.EndOfStream:
             first = None
-        if first is None:  # the engine failed or produced nothing: no sink hears anything
+        if first is None:  # the engine failed, produced nothing, or was cut before its first chunk
             await p.synth_done.wait()
-            if p.error is None:
+            if p.error is None and p.cut_reason is None:
                 p.error = "the engine produced no audio"
             self._publish_end(p)
             return
