@@ -1,11 +1,14 @@
 """The speaker batches queued utterances for an engine that can (`max_batch` > 1).
 
-A fake engine records its calls and makes audio whose length follows the text.
+A fake engine records its calls and makes audio whose length follows the text; the real tiny
+F5 engine checks that batched utterances come out as long as their solo runs.
 """
 
 from __future__ import annotations
 
+import json
 import threading
+import wave
 
 import anyio
 import numpy as np
@@ -337,3 +340,81 @@ def test_take_more_keeps_order_and_expiry():
     assert q.take_more(lambda u: True, 1) == [c]  # at most `limit`
     assert [u.text for u in q.pending()] == ["d"] and len(q) == 1 and c.id not in q
     assert list(q.waits)[-3:] == [2.0, 2.0, 2.0]
+
+
+@pytest.mark.anyio
+async def test_f5_batches_queued_utterances_as_long_as_their_solo_runs(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("f5_tts")
+    import f5_tiny
+
+    from ishowttsd.engines.f5 import F5Engine
+    from ishowttsd.plugins import load_builtin
+
+    filesink = load_builtin("sinks/file")
+    tiny = f5_tiny.build(tmp_path / "tiny")
+    cfg = Config.model_validate({
+        "daemon": {"state_dir": str(tmp_path / "state")},
+        "engine": {"default": "f5", "fallback": None, "default_voice": "me",
+                   "f5": {"model": "tiny", "arch": f5_tiny.TINY_ARCH, "checkpoint": str(tiny["safetensors"]),
+                          "vocab": str(tiny["vocab"]), "vocoder": str(tiny["vocos"]), "device": "cpu",
+                          "queue_batch": 3}},
+        "voices": [{"id": "me", "engine": "f5", "reference_audio": str(tiny["ref"]), "reference_text": f5_tiny.REF_TEXT}],
+    })  # fmt: skip
+    events = EventBus()
+    host = EngineHost(cfg, {"f5": F5Engine}, events)
+    await host.start()
+    engine = host.engines["f5"]
+    assert engine.max_batch == 3
+    texts = ["Hello there, how are you?", "Good game! Well played, everyone.", "ni3 hao3 zhu3 bo1, see you tomorrow."]
+    voice = engine.voices()[0]
+    solo = [sum(len(c.samples) for c in engine.synthesize(t, voice, threading.Event())) for t in texts]
+    assert len(set(solo)) == 3
+
+    batches = []
+    real = engine.synthesize_batch
+
+    def spy(texts, voices, cancel):
+        batches.append(list(texts))
+        return real(texts, voices, cancel)
+
+    engine.synthesize_batch = spy
+    out = tmp_path / "out"
+    sink = filesink.FileSink(filesink.FileSettings(type="file", directory=str(out)), SinkContext(events, cfg, tmp_path))
+    await sink.start()
+    queue = SpeechQueue(50, events)
+    speaker = Speaker(queue, host, [sink], events)
+    utts = [say(queue, t) for t in texts]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(speaker.run)
+        await wait_until(lambda: events.counts["spoken"] == 3, timeout=120)
+        tg.cancel_scope.cancel()
+    assert batches == [texts]
+    assert len(list(out.glob("*.wav"))) == 3
+    said = [json.loads(line) for line in (out / "spoken.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in said] == [u.id for u in utts]
+    assert [r["batch"] for r in said] == [3, 3, 3]
+    for r, n in zip(said, solo):
+        with wave.open(str(out / r["file"])) as f:
+            assert f.getframerate() == 24000 and f.getnframes() == n
+    await sink.close()
+
+
+def test_f5_queue_batch_auto_batches_on_cuda_only(tmp_path):
+    torch = pytest.importorskip("torch")
+    from pydantic import ValidationError
+
+    from ishowttsd.engines.base import EngineContext
+    from ishowttsd.engines.f5 import F5Engine, F5Settings
+
+    e = F5Engine(F5Settings(), EngineContext(config=None, state_dir=tmp_path))
+    assert e.max_batch == 1  # not loaded yet
+    e.device = torch.device("cpu")
+    assert e.max_batch == 1  # a batch costs the sum of its utterances there
+    e.device = torch.device("cuda")  # only looked at, never used
+    assert e.max_batch == 8
+    e.settings = F5Settings(queue_batch=2)
+    assert e.max_batch == 2
+    for bad in (0, "many"):
+        with pytest.raises(ValidationError):
+            F5Settings(queue_batch=bad)
