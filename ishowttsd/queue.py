@@ -180,6 +180,25 @@ class SpeechQueue:
             self._wakeup = anyio.Event()
             await self._wakeup.wait()
 
+    def take_more(self, pred: Callable[[Utterance], bool], limit: int) -> list[Utterance]:
+        """Up to `limit` more utterances from the front, in the order they would be said, while
+        `pred` holds: it stops at the first that does not match, so none is said before one
+        queued ahead of it (the speaker batches these with the one it just took). Never waits;
+        stale ones are dropped on the way."""
+        self.expire()
+        now = self._clock()
+        taken: list[Utterance] = []
+        for u in self.pending():
+            if len(taken) >= limit or not pred(u):
+                break
+            self._classes[u.priority].popleft()  # in order and stopping at a miss: u is its class's head
+            del self._ids[u.id]
+            self.waits.append(now - u.created)
+            taken.append(u)
+        if taken:
+            self._check_flood()
+        return taken
+
     def remove_where(self, pred: Callable[[Utterance], bool], reason: str) -> list[Utterance]:
         removed = []
         for p, q in self._classes.items():

@@ -37,14 +37,18 @@ class SynthesisStats:
     engine: str = ""
     voice: str = ""
     sample_rate: int = 0
-    synth_s: float = 0.0  # wall time spent inside the engine
+    # wall time spent inside the engine; in a batch, this utterance's share of the batch's time
+    # in proportion to its audio length (so RTF is the batch's RTF)
+    synth_s: float = 0.0
     audio_s: float = 0.0  # seconds of audio produced
     # time to first audio: from the utterance's turn to play to its first chunk at the sinks
     # (near zero when it was synthesized while the previous one played)
     ttfa_s: float | None = None
-    first_chunk_s: float | None = None  # engine latency: synthesis start to its first chunk
+    # engine latency: synthesis start to its first chunk (a batch's members: the batch's wall time)
+    first_chunk_s: float | None = None
     chunks: int = 0
     cut: bool = False  # skipped, cleared or deleted before the end
+    batch: int = 1  # how many utterances were synthesized together with this one (itself included)
 
     @property
     def rtf(self) -> float | None:
@@ -63,6 +67,7 @@ class SynthesisStats:
             "first_chunk_s": None if self.first_chunk_s is None else round(self.first_chunk_s, 4),
             "chunks": self.chunks,
             "cut": self.cut,
+            "batch": self.batch,
         }
 
 

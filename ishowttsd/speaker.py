@@ -2,7 +2,10 @@
 
 Two loops run side by side. The synth loop takes the next utterance from the queue as soon
 as a slot is free (one playing, one prepared), runs the engine in its worker thread and
-streams chunks into that utterance's buffer. The play loop takes prepared utterances in
+streams chunks into that utterance's buffer. An engine that can batch (`max_batch` > 1) gets
+the utterances queued right behind it too, while they are of the same priority class and for
+the same engine, in one `synthesize_batch` call: the batch takes one slot, and each member
+still plays, is cut and is reported on its own. The play loop takes prepared utterances in
 order and streams their chunks to every sink in parallel. Skip, clear, pause and resume act
 on both loops at once. Each sink runs in its own task: one that raises is counted, one that
 hangs is cut off after a deadline and skipped while it stays busy, and neither holds up
@@ -21,9 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import anyio
+import numpy as np
 from anyio.abc import TaskGroup
 
-from ishowttsd.engines.base import Engine
+from ishowttsd.engines.base import Engine, EngineError, Voice
 from ishowttsd.engines.host import EngineHost
 from ishowttsd.events import EventBus
 from ishowttsd.messages import AudioChunk, Utterance
@@ -44,6 +48,8 @@ class Prepared:
     synth_done: anyio.Event = field(default_factory=anyio.Event)
     error: str | None = None
     cut_reason: str | None = None
+    # a batch holds one slot: only its last member gives it back, once it has played
+    releases_slot: bool = True
 
 
 class _SinkRunner:
@@ -168,17 +174,87 @@ class Speaker:
                 self.events.publish("failed", **utt.event_fields(), reason="voice", error=f"{type(e).__name__}: {e}")
                 self._slots.release()
                 continue
-            for cb in self.on_started:
-                try:
-                    cb(utt)
-                except Exception:
-                    log.exception("an on_started callback failed for utterance %s", utt.id)
-            send, recv = anyio.create_memory_object_stream[AudioChunk](math.inf)
-            stats = SynthesisStats(engine=engine.name, voice=voice.id, sample_rate=engine.sample_rate)
-            p = Prepared(utt, engine, stats, send, recv)
-            self._preparing.append(p)
-            self._ready_send.send_nowait(p)
-            await self._synthesize(p, voice)
+            members = [(utt, voice)]
+            if engine.max_batch > 1:
+                members += self._batch_mates(utt, engine, engine.max_batch - 1)
+            prepared = [self._prepare(u, engine, v, last=i == len(members) - 1) for i, (u, v) in enumerate(members)]
+            if len(prepared) == 1:  # alone, it streams: its first sentence plays sooner
+                await self._synthesize(prepared[0], voice)
+            else:
+                await self._synthesize_batch(prepared, [v for _, v in members])
+
+    def _batch_mates(self, head: Utterance, engine: Engine, limit: int) -> list[tuple[Utterance, Voice]]:
+        """What is queued right behind `head` for the same engine in the same priority class
+        (a batch never holds paid speech behind unpaid), without waiting."""
+        voices: dict[int, Voice] = {}
+
+        def fits(u: Utterance) -> bool:
+            if u.priority != head.priority:
+                return False
+            try:
+                e, v = self.engines.resolve(u.voice)
+            except Exception:  # it fails on its own turn, with its own event
+                return False
+            voices[u.id] = v
+            return e is engine
+
+        return [(u, voices[u.id]) for u in self.queue.take_more(fits, limit)]
+
+    def _prepare(self, utt: Utterance, engine: Engine, voice: Voice, last: bool) -> Prepared:
+        """The utterance's buffer and stats, queued for the play loop (in order); `last`: the
+        last of its batch, which gives the slot back once it has played."""
+        for cb in self.on_started:
+            try:
+                cb(utt)
+            except Exception:
+                log.exception("an on_started callback failed for utterance %s", utt.id)
+        send, recv = anyio.create_memory_object_stream[AudioChunk](math.inf)
+        stats = SynthesisStats(engine=engine.name, voice=voice.id, sample_rate=engine.sample_rate)
+        p = Prepared(utt, engine, stats, send, recv, releases_slot=last)
+        self._preparing.append(p)
+        self._ready_send.send_nowait(p)
+        return p
+
+    async def _synthesize_batch(self, batch: list[Prepared], voices: list[Voice]) -> None:
+        """One engine call for the batch; each member gets its own waveform, in chunks.
+
+        The engine is cancelled only once every member is cut; a cut member's audio is dropped.
+        Stats: every member's first chunk comes after the batch's wall time; its synth_s is its
+        share of that time in proportion to its audio, so its RTF is the batch's.
+        """
+        engine = batch[0].engine
+        cancel = _AllCut([p.cancel for p in batch])
+        for p in batch:
+            p.stats.batch = len(batch)
+        t_start = time.perf_counter()
+        try:
+            waves = await anyio.to_thread.run_sync(
+                engine.synthesize_batch, [p.utterance.text for p in batch], voices, cancel, limiter=self.engines.limiter
+            )  # fmt: skip
+            wall = time.perf_counter() - t_start
+            if cancel.is_set():
+                return
+            if len(waves) != len(batch):
+                raise EngineError(f"{engine.name}: synthesize_batch returned {len(waves)} waveforms for {len(batch)} texts")
+            total = sum(len(w) for w in waves)
+            for p, w in zip(batch, waves):
+                p.stats.first_chunk_s = wall
+                p.stats.synth_s = wall * len(w) / total if total else wall / len(batch)
+                if p.cancel.is_set():
+                    continue
+                step = max(1, int(engine.sample_rate * _BATCH_CHUNK_S))
+                for i in range(0, len(w), step):
+                    chunk = AudioChunk(np.ascontiguousarray(w[i : i + step], dtype=np.float32), engine.sample_rate)
+                    p.stats.chunks += 1
+                    p.stats.audio_s += chunk.duration
+                    p.send.send_nowait(chunk)
+        except Exception as e:  # the engine's trouble is every member's: each fails on its own turn
+            for p in batch:
+                p.error = f"{type(e).__name__}: {e}"
+        finally:
+            for p in batch:
+                p.send.close()
+                p.synth_done.set()
 
     async def _synthesize(self, p: Prepared, voice) -> None:
         t_start = time.perf_counter()
@@ -219,7 +295,8 @@ class Speaker:
                 if p in self._preparing:
                     self._preparing.remove(p)
                 self.current = None
-                self._slots.release()
+                if p.releases_slot:
+                    self._slots.release()
 
     async def _play(self, p: Prepared) -> None:
         utt = p.utterance
@@ -239,9 +316,9 @@ class Speaker:
             first: AudioChunk | None = await p.recv.receive()
         except anyio.EndOfStream:
             first = None
-        if first is None:  # the engine failed or produced nothing: no sink hears anything
+        if first is None:  # the engine failed, produced nothing, or was cut before its first chunk
             await p.synth_done.wait()
-            if p.error is None:
+            if p.error is None and p.cut_reason is None:
                 p.error = "the engine produced no audio"
             self._publish_end(p)
             return
@@ -368,6 +445,19 @@ class Speaker:
             "rtf_median": round(statistics.median(self.rtfs), 4) if self.rtfs else None,
             "ttfa_median_s": round(statistics.median(self.ttfas), 4) if self.ttfas else None,
         }
+
+
+_BATCH_CHUNK_S = 0.5  # a batch member's waveform goes to the sinks in chunks of this length
+
+
+class _AllCut:
+    """A batch's cancel flag: set once every member is cut, so one skip stops nobody else."""
+
+    def __init__(self, flags: list[threading.Event]) -> None:
+        self._flags = flags
+
+    def is_set(self) -> bool:
+        return all(f.is_set() for f in self._flags)
 
 
 async def _prepend(first: AudioChunk, rest):

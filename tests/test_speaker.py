@@ -1,5 +1,6 @@
 """The speaker in-process: real espeak engine, real queue, test sinks that record, raise or hang."""
 
+import threading
 import time
 
 import anyio
@@ -212,3 +213,29 @@ async def test_ttfa_is_near_zero_for_an_utterance_prepared_ahead(tmp_path):
         await wait_until(lambda: len(stats) == 2)
         tg.cancel_scope.cancel()
     assert stats[1].ttfa_s < 0.05 and stats[1].first_chunk_s > 0
+
+
+async def test_skipping_before_the_first_chunk_is_a_cut_not_an_engine_failure(tmp_path):
+    speaker, queue, sinks, events = await make(tmp_path, [(Recording, {})])
+    engine = speaker.engines.engines["espeak"]
+    real = engine.synthesize
+    gate = threading.Event()
+
+    def synthesize(text, voice, cancel):
+        while not gate.wait(0.01) and not cancel.is_set():  # a slow model, before its first chunk
+            pass
+        yield from real(text, voice, cancel)
+
+    engine.synthesize = synthesize
+    ended = []
+    speaker.on_ended.append(lambda u, outcome, reason: ended.append((u.id, outcome, reason)))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(speaker.run)
+        u = say(queue, "a super chat the streamer skips at once")
+        await wait_until(lambda: speaker.current is not None)
+        assert speaker.skip().id == u.id
+        await wait_until(lambda: ended)
+        gate.set()
+        tg.cancel_scope.cancel()
+    # as "failed", the journal would queue a skipped super chat again
+    assert ended == [(u.id, "cut", "skipped")] and events.counts["failed"] == 0

@@ -6,8 +6,9 @@ import logging
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator, Protocol
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from ishowttsd.config import Config
@@ -15,6 +16,12 @@ from ishowttsd.messages import AudioChunk
 
 # progress(stage, fraction or None): long work (load, warm-up, compile) reports here
 Progress = Callable[[str, "float | None"], None]
+
+
+class Cancel(Protocol):
+    """What an engine needs of a cancel flag (a threading.Event is one)."""
+
+    def is_set(self) -> bool: ...
 
 
 class EngineError(Exception):
@@ -57,6 +64,9 @@ class Engine:
 
     name: ClassVar[str]
     Settings: ClassVar[type[EngineSettings]] = EngineSettings
+    # how many queued utterances `synthesize_batch` takes in one pass; at 1 the speaker streams
+    # each utterance through `synthesize` and never calls `synthesize_batch`
+    max_batch: int = 1
 
     def __init__(self, settings: EngineSettings, ctx: EngineContext) -> None:
         self.settings = settings
@@ -85,6 +95,12 @@ class Engine:
 
     def synthesize(self, text: str, voice: Voice, cancel: threading.Event) -> Iterator[AudioChunk]:
         """Yield audio for `text` as it is produced; stop early once `cancel` is set."""
+        raise NotImplementedError
+
+    def synthesize_batch(self, texts: list[str], voices: list[Voice], cancel: Cancel) -> list[np.ndarray]:
+        """Synthesize several utterances in one pass; one float32 waveform at `sample_rate` per
+        text, in order. Stop early (any result) once `cancel.is_set()`. Called only when
+        `max_batch` > 1, with at most `max_batch` texts."""
         raise NotImplementedError
 
     def info(self) -> dict[str, Any]:
