@@ -148,6 +148,11 @@ class QueueConfig(Strict):
     flood_threshold: int = Field(default=20, ge=0)
     # ... and this is said once per flood ("" = say nothing); {backlog} is the number waiting
     flood_announce: str = ""
+    # an engine that can batch (F5 on CUDA) gets the utterances queued behind the next one in
+    # one pass only while synthesis is slow next to playback: median RTF of recent utterances
+    # at least this. Below it one utterance at a time keeps up, and a batch prepared ahead
+    # would only make paid speech that arrives meanwhile wait longer. 0 = always batch.
+    batch_min_rtf: float = Field(default=0.5, ge=0.0)
 
     @field_validator("ttl")
     @classmethod

@@ -116,7 +116,7 @@ class Daemon:
         _unique_names("sources", self.sources, self.cfg)
         _unique_names("sinks", self.sinks, self.cfg)
         self.engines = EngineHost(self.cfg, self.plugins.engines, self.events)
-        self.speaker = Speaker(self.queue, self.engines, self.sinks, self.events)
+        self.speaker = Speaker(self.queue, self.engines, self.sinks, self.events, batch_min_rtf=self.cfg.queue.batch_min_rtf)
         self.speaker.on_spoken.append(lambda u, _st: self._journal_end(u, "spoken", ""))
         self.speaker.on_ended.append(self._journal_end)
         self.speaker.on_started.append(lambda u: self.journal.started(u) if self.journal else 0)
@@ -225,6 +225,7 @@ class Daemon:
         self.cfg.moderation, self.cfg.queue = new.moderation, new.queue
         q = new.queue
         dropped = self.queue.configure(q.max_pending, q.flood_threshold, q.flood_announce)
+        self.speaker.batch_min_rtf = q.batch_min_rtf
         self.events.publish("reloaded", config=str(self.cfg.path), changed=changed, restart_needed=restart, dropped=len(dropped))
         return {"config": str(self.cfg.path), "changed": changed, "restart_needed": restart, "dropped": len(dropped)}
 

@@ -69,12 +69,14 @@ class Speaker:
         sinks: list[Sink],
         events: EventBus,
         sink_slack_s: float = 5.0,
+        batch_min_rtf: float = 0.0,
     ) -> None:
         self.queue = queue
         self.engines = engines
         self.sinks = [_SinkRunner(s) for s in sinks]
         self.events = events
         self.sink_slack_s = sink_slack_s
+        self.batch_min_rtf = batch_min_rtf
         self.paused = False
         self._resumed = anyio.Event()
         self._slots = anyio.Semaphore(2)  # one playing + one prepared ahead
@@ -175,13 +177,22 @@ class Speaker:
                 self._slots.release()
                 continue
             members = [(utt, voice)]
-            if engine.max_batch > 1:
+            if engine.max_batch > 1 and self._synthesis_is_the_bottleneck():
                 members += self._batch_mates(utt, engine, engine.max_batch - 1)
             prepared = [self._prepare(u, engine, v, last=i == len(members) - 1) for i, (u, v) in enumerate(members)]
             if len(prepared) == 1:  # alone, it streams: its first sentence plays sooner
                 await self._synthesize(prepared[0], voice)
             else:
                 await self._synthesize_batch(prepared, [v for _, v in members])
+
+    def _synthesis_is_the_bottleneck(self) -> bool:
+        """Batch only while synthesis is slow next to playback (median RTF of the last 20
+        utterances >= batch_min_rtf): otherwise one at a time keeps up, and a batch prepared
+        ahead would only make paid speech that arrives meanwhile wait behind it."""
+        if self.batch_min_rtf <= 0:
+            return True
+        recent = list(self.rtfs)[-20:]
+        return bool(recent) and statistics.median(recent) >= self.batch_min_rtf
 
     def _batch_mates(self, head: Utterance, engine: Engine, limit: int) -> list[tuple[Utterance, Voice]]:
         """What is queued right behind `head` for the same engine in the same priority class

@@ -418,3 +418,22 @@ def test_f5_queue_batch_auto_batches_on_cuda_only(tmp_path):
     for bad in (0, "many"):
         with pytest.raises(ValidationError):
             F5Settings(queue_batch=bad)
+
+
+@pytest.mark.anyio
+async def test_batches_only_while_synthesis_is_the_bottleneck(tmp_path):
+    """With batch_min_rtf set, utterances go one at a time until recent speech shows synthesis
+    slow next to playback; then the queue behind the next one is batched."""
+    speaker, queue, engine, rec, events, spoken = await make(tmp_path)
+    speaker.batch_min_rtf = 0.5
+    fast = [say(queue, f"quick one {i}") for i in range(3)]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(speaker.run)
+        await wait_until(lambda: len(rec.done) == 3)
+        assert [c[0] for c in calls(engine)] == ["solo"] * 3  # no RTF yet, then a fast engine: no batch
+        speaker.rtfs.extend([0.8] * 20)  # synthesis now takes 0.8 s per second of speech
+        slow = [say(queue, f"slow one {i}") for i in range(4)]
+        await wait_until(lambda: len(rec.done) == 7)
+        tg.cancel_scope.cancel()
+    assert calls(engine)[3:] == [("batch", [u.text for u in slow], ["a"] * 4)]
+    assert [d[0] for d in rec.done] == [u.id for u in fast + slow]
