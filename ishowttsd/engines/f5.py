@@ -188,6 +188,12 @@ class F5Engine(Engine):
         self._fast = f5_fast.FastDiT(model.transformer, kind, dtype if kind != "int8" else torch.float32)
         if s.compile:
             progress("compiling (torch.compile)", 0.8)
+            import warnings
+
+            with warnings.catch_warnings():  # inductor's own imports warn (torch.jit.script_method)
+                warnings.simplefilter("ignore", DeprecationWarning)
+                import torch._inductor.compile_fx  # noqa: F401
+            self._fast.dynamic_batch = True
             self._fast.step = torch.compile(self._fast.step, dynamic=False)
         self.loaded = True
         progress("f5 ready", 1.0)
@@ -478,23 +484,30 @@ class F5Engine(Engine):
     # -- warm-up ------------------------------------------------------------------------------
 
     def warmup(self, progress: Progress) -> None:
-        """Run the whole path once on a synthetic 2 s reference (every bucket when compiling)."""
+        """Run the whole path once on a synthetic 0.5 s reference (every bucket when compiling)."""
         import torch
 
         s = self.settings
         g = torch.Generator().manual_seed(1)
-        mel = (torch.randn(int(2 * SAMPLE_RATE / HOP), N_MELS, generator=g) - 5).to(self.device)
-        ref = Reference("warmup", mel, "Warm up. ", 0.1, 2.0)
-        lengths = [b for b in s.buckets if b <= 1024] if s.compile else [0]
+        # a 0.5 s synthetic reference keeps the warm-up job shorter than the smallest bucket,
+        # so padding reaches every bucket (a 2 s one overshot the small ones)
+        mel = (torch.randn(int(0.5 * SAMPLE_RATE / HOP), N_MELS, generator=g) - 5).to(self.device)
+        ref = Reference("warmup", mel, normalize_ref_text("Warm up."), 0.1, 0.5)
+        job = _Job(0, 0, s.warmup_text, ref, 1.0)
+        lengths = sorted(b for b in s.buckets if b <= 1024) if s.compile else [0]
+        short = self._duration(job)[1] + 1
+        if s.compile and lengths and short > lengths[0]:
+            self.log.warning("warm-up text %r is too long to compile the %d-frame bucket; shorten [engine.f5] warmup_text",
+                             s.warmup_text, lengths[0])  # fmt: skip
         total = len(lengths) * s.steps
         done = [0]
 
         def on_step(i, n):
             done[0] += 1
-            progress("warming up", min(1.0, done[0] / total))
+            progress("compiling and warming up" if s.compile else "warming up", min(1.0, done[0] / total))
 
         for length in lengths:  # one compile per bucket now, not during live speech
-            self._forward([_Job(0, 0, s.warmup_text, ref, 1.0)], threading.Event(), on_step=on_step, min_pad=length)
+            self._forward([job], threading.Event(), on_step=on_step, min_pad=length)
         self.warm = True
 
     def info(self) -> dict[str, Any]:

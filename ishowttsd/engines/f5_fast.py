@@ -134,6 +134,9 @@ class FastDiT:
         self.pdtype = next(dit.parameters()).dtype
         self.dim = dit.dim
         self._tcache: dict[float, tuple] = {}
+        # compiled: one graph per length bucket for every batch size (a batch of 2b >= 2 rows,
+        # so dynamo's 0/1 specialisation never pins it)
+        self.dynamic_batch = False
 
     # -- per utterance ------------------------------------------------------------------------
 
@@ -166,6 +169,10 @@ class FastDiT:
             m = torch.arange(n, device=dev)[None] < lens.to(dev)[:, None]
             self.mask = torch.cat([m, m])  # (2b, n)
             self.attn_mask = self.mask[:, None, None, :]  # keys only; padded queries are discarded
+        if self.dynamic_batch:
+            for t in (self.static, self.mask, self.attn_mask):
+                if t is not None:
+                    torch._dynamo.mark_dynamic(t, 0)
         freqs, _ = dit.rotary_embed.forward_from_seq_len(n)  # (1, n, dh), interleaved pairs
         if self.dtype == torch.float32:
             # pairs (a, b) are complex numbers a + ib; rotation by angle f is one complex multiply.
@@ -217,33 +224,37 @@ class FastDiT:
     def velocity(self, x: torch.Tensor, t: float, cfg_strength: float) -> torch.Tensor:
         """x: (b, n, mel) in fp32; t: the ODE time. Returns the guided velocity in fp32."""
         mods, out_mod = self._time_conditioning(t)
-        return self.step(x, mods, out_mod, cfg_strength)
+        x2 = x.to(self.dtype).repeat(2, 1, 1)  # the cond and uncond halves see the same noisy mel
+        if self.dynamic_batch:
+            torch._dynamo.mark_dynamic(x2, 0)
+        pred, null = self.step(x2, mods, out_mod).float().chunk(2)
+        return pred + (pred - null) * cfg_strength
 
-    def step(self, x: torch.Tensor, mods, out_mod, cfg_strength: float) -> torch.Tensor:
-        """One DiT forward, cond and uncond packed. What `torch.compile` compiles: the time
-        conditioning comes in as tensors, so a new time point is not a recompile."""
-        b, n, _ = x.shape
+    def step(self, x2: torch.Tensor, mods, out_mod) -> torch.Tensor:
+        """One DiT forward, cond and uncond packed: x2 is (2b, n, mel), so is the result. What
+        `torch.compile` compiles: the time conditioning comes in as tensors, so a new time
+        point is not a recompile, and with `dynamic_batch` neither is a new batch size (the
+        guidance, which would tie the two halves' sizes, is done outside)."""
+        b2, n, _ = x2.shape
         scale_out, shift_out = out_mod
-        h = self.static + self.proj_x(x.to(self.dtype)).repeat(2, 1, 1)
+        h = self.static + self.proj_x(x2)
         h = self.conv_pos(h, mask=self.mask) + h
         dim = (self.dim,)
         for blk, (sh_a, sc_a, g_a, sh_f, sc_f, g_f) in zip(self.blocks, mods):
             y = F.layer_norm(h, dim, sc_a, sh_a, eps=1e-6)
-            qkv = blk.qkv(y).view(2 * b, n, 3, blk.heads, -1)
+            qkv = blk.qkv(y).view(b2, n, 3, blk.heads, -1)
             qk = self._rope(qkv[:, :, :2])  # (2b, n, 2, h, dh)
             # (2b, h, n, dh) views of the (token, head) layout: no copies for the attention
             a = F.scaled_dot_product_attention(
                 qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2),
                 attn_mask=self.attn_mask,
             )  # fmt: skip
-            a = blk.out(a.transpose(1, 2).reshape(2 * b, n, -1))
+            a = blk.out(a.transpose(1, 2).reshape(b2, n, -1))
             h = torch.addcmul(h, g_a, a)
             y = F.layer_norm(h, dim, sc_f, sh_f, eps=1e-6)
             h = torch.addcmul(h, g_f, blk.ff2(blk.ff1(y)))
         h = F.layer_norm(h, dim, scale_out, shift_out, eps=1e-6)
-        out = self.proj_out(h).float()
-        pred, null = out[:b], out[b:]
-        return pred + (pred - null) * cfg_strength
+        return self.proj_out(h)
 
 
 def sample(
