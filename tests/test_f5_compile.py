@@ -50,7 +50,7 @@ def rel(a: np.ndarray, b: np.ndarray) -> float:
 def test_compiled_engine_warms_every_bucket_and_never_recompiles(tmp_path):
     tiny = f5_tiny.build(tmp_path / "tiny")
     eager = make(tiny, tmp_path / "s1")
-    compiled = make(tiny, tmp_path / "s2", compile=True, buckets=[256, 384])
+    compiled = make(tiny, tmp_path / "s2", compile=True, buckets=[256, 384], max_batch=8)
     assert compiled.info()["compile"] is True and compiled.info()["kernels"] == "torch"
     stages = []
     compiled.warmup(lambda stage, frac: stages.append((stage, frac)))

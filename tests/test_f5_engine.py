@@ -250,7 +250,8 @@ def test_duration_follows_the_reference_rate(engine):
     assert len(speak(engine, text)) == (total - ref.mel.shape[0]) * 256  # the reference's own frames are not spoken
 
 
-def test_batch_equals_one_by_one(engine):
+def test_batch_equals_one_by_one(engine, monkeypatch):
+    monkeypatch.setattr(engine.settings, "max_batch", 8)  # one padded pass (auto is 1 on CPU)
     texts = ["Hello there, how are you?", "Good game, well played everyone!", "ni3 hao3 zhu3 bo1, how is it going today?"]
     solo = [speak(engine, t) for t in texts]
     v = engine.voices()[0]
@@ -262,6 +263,7 @@ def test_batch_equals_one_by_one(engine):
 
 
 def test_chunked_streaming_order_and_joins(engine, monkeypatch):
+    monkeypatch.setattr(engine.settings, "max_batch", 8)  # the rest as one pass (auto is 1 on CPU)
     text = "First sentence is here. The second one follows! And a third, to end it."
     chunks = engine.plan(text)
     assert chunks == ["First sentence is here.", "The second one follows!", "And a third, to end it."]
@@ -287,6 +289,15 @@ def test_chunked_streaming_order_and_joins(engine, monkeypatch):
     assert len(got) == sum(map(len, solo)) - 2 * xf
     assert np.abs(got - want).max() < 1e-3 * np.abs(want).max()
     assert np.array_equal(pieces[0], solo[0][:-xf])  # the first chunk streams as it was synthesized
+
+
+def test_cpu_runs_one_chunk_per_pass_by_default(engine, monkeypatch):
+    calls = []
+    real = engine._forward
+    monkeypatch.setattr(engine, "_forward", lambda jobs, cancel, on_step=None: calls.append(len(jobs)) or real(jobs, cancel, on_step))
+    text = "First sentence is here. The second one follows! And a third, to end it."
+    list(engine.synthesize(text, engine.voices()[0], threading.Event()))
+    assert engine.settings.max_batch == "auto" and calls == [1, 1, 1]
 
 
 def test_cancel_stops_synthesis(engine):
