@@ -21,6 +21,7 @@ Only imported from `F5Engine.load()`: importing torch is seconds, and the daemon
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import torch
@@ -55,6 +56,21 @@ def onednn_available() -> bool:
         return False
 
 
+def _cpu_has_vnni() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return re.search(r"\b(avx512_vnni|avx_vnni)\b", f.read()) is not None
+    except OSError:
+        return False
+
+
+# int8 activations use the full 8 bits where the CPU multiplies u8 x s8 with VNNI (exact int32
+# sums); without VNNI fbgemm's vpmaddubsw sums pairs into int16, which full-range activations
+# can saturate, so they keep 7 bits there. Measured on a step of the full-size model: relative
+# error 0.088 with 7 bits, 0.047 with 8, the same speed.
+_REDUCE_RANGE = not _cpu_has_vnni()
+
+
 class Linear:
     """A Linear layer with the kernel picked for the device and precision policy.
 
@@ -82,7 +98,7 @@ class Linear:
             return y.view(*shape[:-1], y.shape[-1])
         if self.kind == "int8":
             shape = x.shape
-            y = torch.ops.quantized.linear_dynamic(x.reshape(-1, shape[-1]).float(), self.packed, True)
+            y = torch.ops.quantized.linear_dynamic(x.reshape(-1, shape[-1]).float(), self.packed, _REDUCE_RANGE)
             y = y.view(*shape[:-1], y.shape[-1]).to(x.dtype)
         else:
             y = F.linear(x, self.w, self.b)
