@@ -207,8 +207,13 @@ class HealthMonitor:
 
     def on_spoken(self, utt, stats) -> None:
         """Speaker callback: one finished utterance's RTF, under its (engine, voice, steps, device)."""
+        # time from arrival to the start of speech, roughly: now minus the audio just played
+        self.latencies.append(max(0.0, time.monotonic() - utt.created - stats.audio_s))
+        self._dirty.set()
         rtf = stats.rtf
-        if rtf is None:
+        # a batch member's RTF is its share of a shared pass: on a GPU far below what the
+        # baseline (one utterance at a time) measured, so it would hide a real regression
+        if rtf is None or getattr(stats, "batch", 1) > 1:
             return
         engine = self.engines.engines.get(stats.engine)
         if engine is None:
@@ -224,9 +229,6 @@ class HealthMonitor:
         if self.hc.learn_baseline and key not in self.learned and len(samples) >= self.hc.learn_samples:
             self.learned[key] = {**key.to_dict(), "rtf_median": statistics.median(samples), "runs": len(samples),
                                  "source": "learned", "settings": settings}  # fmt: skip
-        # time from arrival to the start of speech, roughly: now minus the audio just played
-        self.latencies.append(max(0.0, time.monotonic() - utt.created - stats.audio_s))
-        self._dirty.set()
 
     def sample_memory(self, rss: int | None = None, now: float | None = None) -> None:
         self.rss.append((self.clock() if now is None else now, self.hardware.rss_bytes() if rss is None else rss))

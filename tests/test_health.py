@@ -301,3 +301,20 @@ def test_metrics_text_format():
     assert 'ishowtts_rtf_median{engine="f5",voice="v",steps="7",device="cuda"} 0.05' in text
     assert "ishowtts_rtf_baseline" not in text  # no value, no series
     assert 'ishowtts_sink_up{name="file",type="file"} 1' in text
+
+
+def test_batched_speech_does_not_feed_the_rtf_window(tmp_path):
+    """A batch member's RTF is a share of one pass, not comparable with the one-at-a-time
+    baseline: only unbatched speech is sampled; every utterance still counts for latency."""
+    from ishowttsd.messages import Utterance
+    from ishowttsd.sink import SynthesisStats
+
+    m = monitor(tmp_path)
+    voice = types.SimpleNamespace(id="v", options={}, speed=1.0)
+    m.engines.resolve = lambda vid: (m.engines.engines["espeak"], voice)
+    for batch in (4, 1):
+        st = SynthesisStats(engine="espeak", voice="v", synth_s=0.5, audio_s=2.0)
+        st.batch = batch
+        m.on_spoken(Utterance(text="hi"), st)
+    assert [list(v) for v in m.rtfs.values()] == [[0.25]]
+    assert len(m.latencies) == 2
