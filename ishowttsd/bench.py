@@ -264,11 +264,14 @@ def run(args) -> dict[str, Any]:
     forced_s = None
     if pass_batch < len(texts):  # CPU: the engine runs one per pass; show what one padded pass would cost
         log(f"the same {len(texts)} forced into length-grouped passes of up to 8 (the CUDA policy), for comparison")
+        configured = ours.settings.max_batch
         ours.settings.max_batch = 8
-        t = time.perf_counter()
-        ours.synthesize_batch(texts, voices)
-        forced_s = time.perf_counter() - t
-        ours.settings.max_batch = "auto"
+        try:
+            t = time.perf_counter()
+            ours.synthesize_batch(texts, voices)
+            forced_s = time.perf_counter() - t
+        finally:
+            ours.settings.max_batch = configured
     solo_sum = sum(r["ours_s"] for r in rows)
     up_sum = sum(r["upstream_s"] for r in rows) if up is not None else None
 

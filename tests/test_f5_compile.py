@@ -50,14 +50,16 @@ def rel(a: np.ndarray, b: np.ndarray) -> float:
 def test_compiled_engine_warms_every_bucket_and_never_recompiles(tmp_path):
     tiny = f5_tiny.build(tmp_path / "tiny")
     eager = make(tiny, tmp_path / "s1")
-    compiled = make(tiny, tmp_path / "s2", compile=True, buckets=[256, 384], max_batch=8)
+    texts = ["Hello there!", "Hi. How is it going today, friends?", "Good game, well played!"]
+    durations = [eager._duration(_job(eager, t))[1] for t in texts]
+    exact = durations[2]  # one utterance fills its bucket exactly: unpadded, yet it must not recompile
+    buckets = [256, exact, 384]
+    compiled = make(tiny, tmp_path / "s2", compile=True, buckets=buckets, max_batch=8)
     assert compiled.info()["compile"] is True and compiled.info()["kernels"] == "torch"
     stages = []
     compiled.warmup(lambda stage, frac: stages.append((stage, frac)))
     assert stages[-1] == ("compiling and warming up", 1.0)
-    texts = ["Hello there!", "Hi. How is it going today, friends?", "Good game, well played!"]
-    durations = [compiled._duration(j)[1] for j in [_job(compiled, t) for t in texts]]
-    assert min(durations) <= 256 < max(durations) <= 384  # both buckets are used below
+    assert durations[0] <= 256 < exact < durations[1] <= 384, durations  # every bucket is used below
     torch._dynamo.config.error_on_recompile = True
     try:
         for t in texts:  # one utterance at a time, in both buckets

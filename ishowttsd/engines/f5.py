@@ -110,6 +110,7 @@ class F5Engine(Engine):
 
     def __init__(self, settings, ctx) -> None:
         super().__init__(settings, ctx)
+        self._live_compiles: set[int] = set()  # lengths past the buckets compiled during speech
         self._voices: dict[str, Voice] = {}
         self._refs: dict[str, Reference] = {}  # voice id -> prepared reference
         self._mem_cache: dict[str, Reference] = {}  # cache key -> prepared reference
@@ -197,7 +198,7 @@ class F5Engine(Engine):
             with warnings.catch_warnings():  # inductor's own imports warn (torch.jit.script_method)
                 warnings.simplefilter("ignore", DeprecationWarning)
                 import torch._inductor.compile_fx  # noqa: F401
-            self._fast.dynamic_batch = True
+            self._fast.compiled = True
             self._fast.step = torch.compile(self._fast.step, dynamic=False)
         self.loaded = True
         progress("f5 ready", 1.0)
@@ -460,6 +461,11 @@ class F5Engine(Engine):
             tl = (text_ids != -1).sum(dim=-1).tolist()
             durs = [max(d, max(t, r) + 1) for (r, d), t in zip(sizes, tl)]
             pad_to = f5_fast.bucket(max(max(durs), min_pad), s.buckets) if s.compile else None
+            if pad_to is not None and pad_to > max(s.buckets) and pad_to not in self._live_compiles:
+                self._live_compiles.add(pad_to)
+                self.log.warning("an utterance needs %d frames, past the largest compile bucket (%d): compiling for it "
+                                 "now stalls speech once; add a bucket to [engine.f5] buckets or lower ref_max_s or "
+                                 "chunk_bytes", pad_to, max(s.buckets))  # fmt: skip
             mel = f5_fast.sample(
                 self._fast, cond, text_ids, durs, [r for r, _ in sizes], steps=s.steps, cfg_strength=s.cfg_strength,
                 sway=s.sway_sampling_coef, seed=s.seed, pad_to=pad_to, cancel=cancel, on_step=on_step,
@@ -504,7 +510,7 @@ class F5Engine(Engine):
         mel = (torch.randn(int(0.5 * SAMPLE_RATE / HOP), N_MELS, generator=g) - 5).to(self.device)
         ref = Reference("warmup", mel, normalize_ref_text("Warm up."), 0.1, 0.5)
         job = _Job(0, 0, s.warmup_text, ref, 1.0)
-        lengths = sorted(b for b in s.buckets if b <= 1024) if s.compile else [0]
+        lengths = sorted(set(s.buckets)) if s.compile else [0]  # every bucket: none compiles live
         short = self._duration(job)[1] + 1
         if s.compile and lengths and short > lengths[0]:
             self.log.warning("warm-up text %r is too long to compile the %d-frame bucket; shorten [engine.f5] warmup_text",

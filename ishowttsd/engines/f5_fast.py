@@ -57,9 +57,11 @@ def onednn_available() -> bool:
 
 
 def _cpu_has_vnni() -> bool:
+    """AVX512-VNNI, the kernels fbgemm's dynamic linear has for u8 x s8 with int32 sums (AVX-VNNI
+    alone is not assumed: fbgemm may run its AVX2 path there)."""
     try:
         with open("/proc/cpuinfo") as f:
-            return re.search(r"\b(avx512_vnni|avx_vnni)\b", f.read()) is not None
+            return re.search(r"\bavx512_vnni\b", f.read()) is not None
     except OSError:
         return False
 
@@ -150,9 +152,10 @@ class FastDiT:
         self.pdtype = next(dit.parameters()).dtype
         self.dim = dit.dim
         self._tcache: dict[float, tuple] = {}
-        # compiled: one graph per length bucket for every batch size (a batch of 2b >= 2 rows,
-        # so dynamo's 0/1 specialisation never pins it)
-        self.dynamic_batch = False
+        # set when `step` is compiled: the batch dimension is marked dynamic (one graph per length
+        # bucket for every batch size; 2b >= 2 rows, so dynamo's 0/1 specialisation never pins
+        # it), and RoPE takes its real-valued form (inductor generates no code for complex ops)
+        self.compiled = False
 
     # -- per utterance ------------------------------------------------------------------------
 
@@ -185,18 +188,18 @@ class FastDiT:
             m = torch.arange(n, device=dev)[None] < lens.to(dev)[:, None]
             self.mask = torch.cat([m, m])  # (2b, n)
             self.attn_mask = self.mask[:, None, None, :]  # keys only; padded queries are discarded
-        if self.dynamic_batch:
+        if self.compiled:
             for t in (self.static, self.mask, self.attn_mask):
                 if t is not None:
                     torch._dynamo.mark_dynamic(t, 0)
         freqs, _ = dit.rotary_embed.forward_from_seq_len(n)  # (1, n, dh), interleaved pairs
-        if self.dtype == torch.float32:
+        if self.dtype == torch.float32 and not self.compiled:
             # pairs (a, b) are complex numbers a + ib; rotation by angle f is one complex multiply.
             # (1, n, 1, 1, dh/2) broadcasts over (2b, n, q|k, heads, dh/2)
             f = freqs[0, :, ::2].float()
             self.rot = torch.polar(torch.ones_like(f), f)[None, :, None, None, :]
             self.cos = self.sin = None
-        else:  # half precision has no complex type: rotate_half on pairs (a, b) -> (-b, a)
+        else:  # half precision has no complex type, inductor no complex codegen: pairs (a, b) -> (-b, a)
             sign = torch.tensor([-1.0, 1.0], device=dev).repeat(freqs.shape[-1] // 2)
             self.rot = None
             self.cos = freqs.cos()[0][None, :, None, None].to(self.dtype)  # (1, n, 1, 1, dh)
@@ -241,7 +244,7 @@ class FastDiT:
         """x: (b, n, mel) in fp32; t: the ODE time. Returns the guided velocity in fp32."""
         mods, out_mod = self._time_conditioning(t)
         x2 = x.to(self.dtype).repeat(2, 1, 1)  # the cond and uncond halves see the same noisy mel
-        if self.dynamic_batch:
+        if self.compiled:
             torch._dynamo.mark_dynamic(x2, 0)
         pred, null = self.step(x2, mods, out_mod).float().chunk(2)
         return pred + (pred - null) * cfg_strength
@@ -249,7 +252,7 @@ class FastDiT:
     def step(self, x2: torch.Tensor, mods, out_mod) -> torch.Tensor:
         """One DiT forward, cond and uncond packed: x2 is (2b, n, mel), so is the result. What
         `torch.compile` compiles: the time conditioning comes in as tensors, so a new time
-        point is not a recompile, and with `dynamic_batch` neither is a new batch size (the
+        point is not a recompile, and when compiled neither is a new batch size (the
         guidance, which would tie the two halves' sizes, is done outside)."""
         b2, n, _ = x2.shape
         scale_out, shift_out = out_mod
@@ -303,7 +306,9 @@ def sample(
     frames = torch.arange(n, device=dev)[None]
     cond_mask = (frames < torch.tensor(ref_lens, device=dev)[:, None])[..., None]
     cond = torch.where(cond_mask, cond, torch.zeros_like(cond))
-    padded = pad_to is not None and n > min(durations) or len(set(durations)) > 1
+    # padded to a compile bucket: always masked, even when an item fills the bucket exactly, so
+    # the compiled step sees the same inputs (a mask, not None) as at warm-up and never recompiles
+    padded = pad_to is not None or len(set(durations)) > 1
     lens = torch.tensor(durations, device=dev) if padded else None
     # one noise draw per item with the same seed, as upstream does: a batch equals solo runs
     y = torch.zeros(b, n, cond.shape[-1], device=dev)
