@@ -83,6 +83,9 @@ class Speaker:
         self._preparing: deque[Prepared] = deque()  # synthesized or synthesizing, not yet playing
         self.current: Prepared | None = None
         self.rtfs: deque[float] = deque(maxlen=200)
+        # RTFs of utterances synthesized alone: what batching is decided on (a batch member's
+        # RTF is its share of a shared pass, so it would switch batching off by itself)
+        self.solo_rtfs: deque[float] = deque(maxlen=20)
         self.ttfas: deque[float] = deque(maxlen=200)
         self.spoken = 0
         self._tg: TaskGroup | None = None
@@ -187,12 +190,11 @@ class Speaker:
 
     def _synthesis_is_the_bottleneck(self) -> bool:
         """Batch only while synthesis is slow next to playback (median RTF of the last 20
-        utterances >= batch_min_rtf): otherwise one at a time keeps up, and a batch prepared
+        utterances synthesized alone >= batch_min_rtf): otherwise one at a time keeps up, and a batch prepared
         ahead would only make paid speech that arrives meanwhile wait behind it."""
         if self.batch_min_rtf <= 0:
             return True
-        recent = list(self.rtfs)[-20:]
-        return bool(recent) and statistics.median(recent) >= self.batch_min_rtf
+        return bool(self.solo_rtfs) and statistics.median(self.solo_rtfs) >= self.batch_min_rtf
 
     def _batch_mates(self, head: Utterance, engine: Engine, limit: int) -> list[tuple[Utterance, Voice]]:
         """What is queued right behind `head` for the same engine in the same priority class
@@ -231,7 +233,9 @@ class Speaker:
 
         The engine is cancelled only once every member is cut; a cut member's audio is dropped.
         Stats: every member's first chunk comes after the batch's wall time; its synth_s is its
-        share of that time in proportion to its audio, so its RTF is the batch's.
+        share of that time in proportion to its audio, so its RTF is the batch's. When the
+        batch call fails (one bad text, memory for the batch), the members are synthesized one
+        by one, so one poisoned message fails alone and the others are still spoken.
         """
         engine = batch[0].engine
         cancel = _AllCut([p.cancel for p in batch])
@@ -239,33 +243,42 @@ class Speaker:
             p.stats.batch = len(batch)
         t_start = time.perf_counter()
         try:
-            waves = await anyio.to_thread.run_sync(
-                engine.synthesize_batch, [p.utterance.text for p in batch], voices, cancel, limiter=self.engines.limiter
-            )  # fmt: skip
-            wall = time.perf_counter() - t_start
-            if cancel.is_set():
+            try:
+                waves = await anyio.to_thread.run_sync(
+                    engine.synthesize_batch, [p.utterance.text for p in batch], voices, cancel, limiter=self.engines.limiter
+                )  # fmt: skip
+                wall = time.perf_counter() - t_start
+                if cancel.is_set():
+                    return
+                if len(waves) != len(batch):
+                    raise EngineError(f"{engine.name}: synthesize_batch returned {len(waves)} waveforms for {len(batch)} texts")
+                total = sum(len(w) for w in waves)
+                for p, w in zip(batch, waves):
+                    p.stats.first_chunk_s = wall
+                    p.stats.synth_s = wall * len(w) / total if total else wall / len(batch)
+                    if p.cancel.is_set():
+                        continue
+                    step = max(1, int(engine.sample_rate * _BATCH_CHUNK_S))
+                    for i in range(0, len(w), step):
+                        chunk = AudioChunk(np.ascontiguousarray(w[i : i + step], dtype=np.float32), engine.sample_rate)
+                        p.stats.chunks += 1
+                        p.stats.audio_s += chunk.duration
+                        p.send.send_nowait(chunk)
                 return
-            if len(waves) != len(batch):
-                raise EngineError(f"{engine.name}: synthesize_batch returned {len(waves)} waveforms for {len(batch)} texts")
-            total = sum(len(w) for w in waves)
-            for p, w in zip(batch, waves):
-                p.stats.first_chunk_s = wall
-                p.stats.synth_s = wall * len(w) / total if total else wall / len(batch)
-                if p.cancel.is_set():
+            except Exception as e:
+                failure = f"{type(e).__name__}: {e}"
+            log.warning("a batch of %d failed (%s); synthesizing its members one by one", len(batch), failure)
+            self.events.publish("batch_failed", size=len(batch), error=failure)
+            for p, voice in zip(batch, voices):
+                if p.stats.chunks:  # fed before the failure: its audio is whole
                     continue
-                step = max(1, int(engine.sample_rate * _BATCH_CHUNK_S))
-                for i in range(0, len(w), step):
-                    chunk = AudioChunk(np.ascontiguousarray(w[i : i + step], dtype=np.float32), engine.sample_rate)
-                    p.stats.chunks += 1
-                    p.stats.audio_s += chunk.duration
-                    p.send.send_nowait(chunk)
-        except Exception as e:  # the engine's trouble is every member's: each fails on its own turn
-            for p in batch:
-                p.error = f"{type(e).__name__}: {e}"
+                p.stats.batch, p.stats.first_chunk_s, p.stats.synth_s = 1, None, 0.0
+                await self._synthesize(p, voice)  # streams, records its own error, closes its buffer
         finally:
             for p in batch:
-                p.send.close()
-                p.synth_done.set()
+                if not p.synth_done.is_set():
+                    p.send.close()
+                    p.synth_done.set()
 
     async def _synthesize(self, p: Prepared, voice) -> None:
         t_start = time.perf_counter()
@@ -431,6 +444,8 @@ class Speaker:
             self.spoken += 1
             if p.stats.rtf is not None:
                 self.rtfs.append(p.stats.rtf)
+                if p.stats.batch == 1:
+                    self.solo_rtfs.append(p.stats.rtf)
             if p.stats.ttfa_s is not None:
                 self.ttfas.append(p.stats.ttfa_s)
             self.events.publish("spoken", **utt.event_fields(), **st)

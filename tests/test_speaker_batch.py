@@ -288,21 +288,27 @@ async def test_a_batch_whose_members_are_all_cut_cancels_the_engine(tmp_path):
 
 
 @pytest.mark.anyio
-async def test_an_engine_error_fails_every_member_and_speech_goes_on(tmp_path):
+async def test_a_failed_batch_is_retried_one_by_one_so_only_the_bad_member_fails(tmp_path):
     speaker, queue, engine, rec, events, spoken = await make(tmp_path)
     ended = []
     speaker.on_ended.append(lambda u, outcome, reason: ended.append((u.id, outcome, reason)))
-    batch = [say(queue, "fine"), say(queue, "boom"), say(queue, "also fine")]
+    fine, bad, also = say(queue, "fine"), say(queue, "boom"), say(queue, "also fine")
     async with anyio.create_task_group() as tg:
         tg.start_soon(speaker.run)
-        await wait_until(lambda: len(ended) == 3)
+        await wait_until(lambda: len(ended) == 1 and len(rec.done) == 2)
         later = [say(queue, "still speaking"), say(queue, "and again")]
-        await wait_until(lambda: len(rec.done) == 2)
+        await wait_until(lambda: len(rec.done) == 4)
         tg.cancel_scope.cancel()
-    assert ended == [(u.id, "failed", "engine") for u in batch]
-    assert events.counts["failed"] == 3
-    assert [d[0] for d in rec.done] == [u.id for u in later]
-    assert calls(engine)[1] == ("batch", [u.text for u in later], ["a", "a"])
+    assert ended == [(bad.id, "failed", "engine")]
+    assert events.counts["failed"] == 1 and events.counts["batch_failed"] == 1
+    assert [d[0] for d in rec.done] == [fine.id, also.id, *(u.id for u in later)]
+    assert calls(engine) == [
+        ("batch", ["fine", "boom", "also fine"], ["a"] * 3),
+        ("solo", ["fine"], ["a"]), ("solo", ["boom"], ["a"]), ("solo", ["also fine"], ["a"]),
+        ("batch", [u.text for u in later], ["a", "a"]),
+    ]  # fmt: skip
+    by_id = {u.id: st for u, st in spoken}
+    assert by_id[fine.id].batch == 1 and by_id[later[0].id].batch == 2
 
 
 @pytest.mark.anyio
@@ -431,9 +437,29 @@ async def test_batches_only_while_synthesis_is_the_bottleneck(tmp_path):
         tg.start_soon(speaker.run)
         await wait_until(lambda: len(rec.done) == 3)
         assert [c[0] for c in calls(engine)] == ["solo"] * 3  # no RTF yet, then a fast engine: no batch
-        speaker.rtfs.extend([0.8] * 20)  # synthesis now takes 0.8 s per second of speech
+        speaker.solo_rtfs.extend([0.8] * 20)  # synthesis now takes 0.8 s per second of speech
         slow = [say(queue, f"slow one {i}") for i in range(4)]
         await wait_until(lambda: len(rec.done) == 7)
         tg.cancel_scope.cancel()
     assert calls(engine)[3:] == [("batch", [u.text for u in slow], ["a"] * 4)]
     assert [d[0] for d in rec.done] == [u.id for u in fast + slow]
+
+
+@pytest.mark.anyio
+async def test_batched_rtfs_do_not_switch_batching_off(tmp_path):
+    """The decision rests on utterances synthesized alone: a batch member's RTF is its share of
+    a shared pass, and counting it would end batching while the backlog is still there."""
+    speaker, queue, engine, rec, events, spoken = await make(tmp_path)
+    speaker.batch_min_rtf = 0.5
+    speaker.solo_rtfs.extend([0.8] * 20)
+    speaker.rtfs.extend([0.01] * 200)  # what batches report
+    first = [say(queue, f"first {i}") for i in range(4)]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(speaker.run)
+        await wait_until(lambda: len(rec.done) == 4)
+        second = [say(queue, f"second {i}") for i in range(4)]
+        await wait_until(lambda: len(rec.done) == 8)
+        tg.cancel_scope.cancel()
+    assert [c[0] for c in calls(engine)] == ["batch", "batch"]
+    assert list(speaker.solo_rtfs) == [0.8] * 20  # batch members never enter the solo window
+    assert [d[0] for d in rec.done] == [u.id for u in first + second]
