@@ -13,6 +13,7 @@ engine is configured.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -373,19 +374,21 @@ class F5Engine(Engine):
         if tail is not None and not cancel.is_set():
             yield AudioChunk(tail.astype(np.float32), SAMPLE_RATE)
 
-    def _pass_batch(self) -> int:
-        m = self.settings.max_batch
-        if m == "auto":
+    def _batch_size(self, setting: int | str) -> int:
+        """A batch setting's value; "auto" is 8 on CUDA (a batch costs about what one costs
+        there) and 1 on CPU (one utterance already saturates it)."""
+        if setting == "auto":
             return 8 if self.device is not None and self.device.type == "cuda" else 1
-        return m
+        return int(setting)
+
+    def _pass_batch(self) -> int:
+        """Chunks or utterances per forward pass (`max_batch`)."""
+        return self._batch_size(self.settings.max_batch)
 
     @property
     def max_batch(self) -> int:
         """How many queued utterances the speaker hands to `synthesize_batch` at once."""
-        q = self.settings.queue_batch
-        if q == "auto":
-            return 8 if self.device is not None and self.device.type == "cuda" else 1
-        return q
+        return self._batch_size(self.settings.queue_batch)
 
     def synthesize_batch(self, texts: list[str], voices: list[Voice], cancel: Cancel | None = None) -> list[np.ndarray]:
         """Synthesize several utterances together (one forward per ODE step for each length
@@ -552,14 +555,20 @@ def import_f5():
     return CFM, DiT
 
 
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none), read once."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    return frozenset(re.findall(r"\b[a-z0-9_]+\b", " ".join(re.findall(r"^flags\s*:(.*)$", text, re.M))))
+
+
 def cpu_has_bf16(torch=None) -> bool:
     """True when the CPU does bf16 matmuls natively (AVX512-BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-        if re.search(r"\b(avx512_bf16|amx_bf16)\b", flags):
-            return True
-    except OSError:
-        pass
+    if cpu_flags() & {"avx512_bf16", "amx_bf16"}:
+        return True
     if torch is not None:
         try:
             return torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX")
@@ -570,10 +579,13 @@ def cpu_has_bf16(torch=None) -> bool:
 
 def cpu_has_amx() -> bool:
     """True when the CPU has AMX tiles for bf16 (Sapphire Rapids and later)."""
-    try:
-        return re.search(r"\bamx_bf16\b", Path("/proc/cpuinfo").read_text()) is not None
-    except OSError:
-        return False
+    return "amx_bf16" in cpu_flags()
+
+
+def cpu_has_vnni() -> bool:
+    """AVX512-VNNI, the kernels fbgemm's dynamic linear has for u8 x s8 with int32 sums (AVX-VNNI
+    alone is not assumed: fbgemm may run its AVX2 path there)."""
+    return "avx512_vnni" in cpu_flags()
 
 
 def load_vocab(path: Path) -> dict[str, int]:
