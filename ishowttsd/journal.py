@@ -33,7 +33,6 @@ from ishowttsd.messages import Message, Priority, Utterance
 
 log = logging.getLogger("ishowttsd.journal")
 
-JOURNALED = frozenset({Priority.PAID, Priority.MEMBERSHIP})
 FINAL_STATES = frozenset({"spoken", "dropped", "expired", "cut", "failed"})
 
 _SCHEMA = """
@@ -96,7 +95,7 @@ class Journal:
 
     @staticmethod
     def wants(utt: Utterance) -> bool:
-        return utt.priority in JOURNALED
+        return utt.priority.owed
 
     def open(self) -> None:
         try:

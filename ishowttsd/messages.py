@@ -26,7 +26,6 @@ class Kind(str, enum.Enum):
 
 
 PAID_KINDS = frozenset({Kind.SUPERCHAT, Kind.BITS})
-MEMBERSHIP_KINDS = frozenset({Kind.GUARD, Kind.SUB})
 
 
 @dataclass
@@ -38,8 +37,11 @@ class User:
     level: int = 0  # platform user level (Bilibili UL)
     medal_name: str = ""  # Bilibili fan medal
     medal_level: int = 0
-    guard_level: int = 0  # Bilibili: 1 总督, 2 提督, 3 舰长; 0 none
-    subscriber: bool = False
+    guard_level: int = 0  # Bilibili: 1 总督, 2 提督, 3 舰长; 0 none (platform detail)
+    subscriber: bool = False  # Twitch (platform detail)
+    # the membership this user holds, named as the platform names it ("舰长", "Tier 1",
+    # "Member"); "" for none. Moderation reads this, never guard_level or subscriber.
+    membership: str = ""
     moderator: bool = False
     broadcaster: bool = False
     vip: bool = False
@@ -49,8 +51,12 @@ class User:
 class Message:
     """One thing a platform said, normalised across platforms.
 
-    `extra` carries kind-specific fields that templates may use: gift, num, combo_id,
-    guard, months, reward, viewers, emotes, dm_type...
+    Sources hand moderation neutral fields, so that no platform's format leaks past them:
+    `emotes` are spans of `text` that are pictures (Twitch emotes, Bilibili inline emoticons),
+    already checked by the source to fit the text, as ``(start, end)`` code-point offsets with
+    `end` exclusive; `picture_only` marks a message that is a picture and has no words (a
+    Bilibili emoticon danmaku, a sticker). `extra` carries kind-specific fields that templates
+    may use: gift, num, combo_id, months, reward, viewers...
     """
 
     platform: str
@@ -62,6 +68,8 @@ class Message:
     id: str = ""  # platform message id, for deletions and dedupe
     room: str = ""
     received_at: float = field(default_factory=time.time)
+    emotes: list[tuple[int, int]] = field(default_factory=list)
+    picture_only: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -74,6 +82,7 @@ class Message:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["kind"] = self.kind.value
+        d["emotes"] = [list(e) for e in self.emotes]
         return d
 
     @classmethod
@@ -100,17 +109,33 @@ class Message:
         for key, types in _USER_TYPES.items():
             if key in user and not isinstance(user[key], types):
                 raise ValueError(f"user field {key!r} must be {_type_names(types)}, not {type(user[key]).__name__}")
+        if "emotes" in d:
+            d["emotes"] = _spans(d["emotes"], d.get("text") or "")
         return cls(kind=kind, user=User(**user), **d)
 
 
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "platform": (str,), "text": (str,), "amount": (int, float), "currency": (str,), "id": (str,),
-    "room": (str,), "received_at": (int, float), "extra": (dict,),
+    "room": (str,), "received_at": (int, float), "extra": (dict,), "emotes": (list,), "picture_only": (bool,),
 }  # fmt: skip
 _USER_TYPES: dict[str, tuple[type, ...]] = {
     "id": (str,), "name": (str,), "level": (int,), "medal_name": (str,), "medal_level": (int,),
     "guard_level": (int,), "subscriber": (bool,), "moderator": (bool,), "broadcaster": (bool,), "vip": (bool,),
+    "membership": (str,),
 }  # fmt: skip
+
+
+def _spans(raw: list, text: str) -> list[tuple[int, int]]:
+    """Emote spans from a plain list (a replay line): ``[[start, end], ...]`` within the text."""
+    out = []
+    for span in raw:
+        if not (isinstance(span, (list, tuple)) and len(span) == 2 and all(type(x) is int for x in span)):
+            raise ValueError(f"message field 'emotes' holds [start, end] pairs of integers, not {span!r}")
+        start, end = span
+        if not 0 <= start < end <= len(text):
+            raise ValueError(f"emote span {span!r} does not fit a text of {len(text)} characters")
+        out.append((start, end))
+    return out
 
 
 def _type_names(types: tuple[type, ...]) -> str:
@@ -136,7 +161,17 @@ class Deletion:
 
 
 class Priority(int, enum.Enum):
-    """Queue classes, highest first. Paid and membership speech outranks chat."""
+    """Queue classes, highest first, and what each class means.
+
+    Every rule that depends on a class reads these facts, defined here once:
+
+    - ``paid``: money changed hands (super chats, bits, paid gifts);
+    - ``membership``: a membership was bought (guards, subs);
+    - ``owed``: paid or membership speech. The streamer owes it to the viewer: it is journaled
+      (a crash or restart does not lose it), retried when synthesis fails, shortened rather
+      than refused for length, and dropped for space only when nothing else is left;
+    - ``anonymous_in_flood``: in flood mode its usernames are no longer read.
+    """
 
     URGENT = 0  # the operator's own `say`
     PAID = 1
@@ -144,6 +179,22 @@ class Priority(int, enum.Enum):
     MODERATOR = 3
     NORMAL = 4
     LOW = 5  # free gifts, follows, system notices
+
+    @property
+    def paid(self) -> bool:
+        return self is Priority.PAID
+
+    @property
+    def membership(self) -> bool:
+        return self is Priority.MEMBERSHIP
+
+    @property
+    def owed(self) -> bool:
+        return self in (Priority.PAID, Priority.MEMBERSHIP)
+
+    @property
+    def anonymous_in_flood(self) -> bool:
+        return self in (Priority.NORMAL, Priority.LOW)
 
     @classmethod
     def parse(cls, value: str | int | Priority) -> Priority:

@@ -93,8 +93,6 @@ TEMPLATE_FIELDS = frozenset(
 )  # fmt: skip
 
 CHAT_KINDS = frozenset({Kind.DANMAKU})
-# classes whose usernames flood mode stops reading
-FLOOD_CLASSES = frozenset({Priority.NORMAL, Priority.LOW})
 
 _WS = re.compile(r"\s+")
 _LINK = re.compile(
@@ -278,7 +276,6 @@ class Moderator:
     ) -> Utterance | Merged | Rejection:
         cfg, st, now = self.cfg, self.state, self.clock()
         priority = self.priority_of(m)
-        protected = priority <= Priority.MEMBERSHIP  # URGENT, PAID, MEMBERSHIP
         if m.id:
             if (m.platform, m.id) in st.recent_ids:
                 return Rejection("duplicate_id", f"message {m.id} was seen already")
@@ -322,7 +319,7 @@ class Moderator:
             if last is not None and now - last < cfg.user_cooldown_s:
                 return Rejection("cooldown", f"{now - last:.1f} s since this user's last line < {cfg.user_cooldown_s:g} s")
         if len(stripped) > cfg.max_chars:  # a wall of one character is too long, not "哈哈哈"
-            if not protected:
+            if not priority.owed:
                 return Rejection("too_long", f"{len(stripped)} characters > max_chars {cfg.max_chars}")
             if len(text) > cfg.max_chars:
                 text = text[: cfg.max_chars].rstrip() + "…"
@@ -330,10 +327,10 @@ class Moderator:
             merged = self._merge_combo(m, now, flood, priority, is_pending)
             if merged is not None:
                 return merged
-        anonymous = (flood and priority in FLOOD_CLASSES) or not cfg.read_username.get(m.kind.value, True)
+        anonymous = (flood and priority.anonymous_in_flood) or not cfg.read_username.get(m.kind.value, True)
         said = self.render(m, text, anonymous=anonymous)
         if cfg.max_spoken_s and self.estimate_s(said) > cfg.max_spoken_s:
-            if not protected:
+            if not priority.owed:
                 return Rejection("too_long_spoken", f"about {self.estimate_s(said):.1f} s > max_spoken_s {cfg.max_spoken_s:g}")
             said = self._fit(m, text, anonymous)
         if not said.strip():
@@ -406,7 +403,7 @@ class Moderator:
             platform=m.platform, kind=m.kind, text=m.text, user=m.user, amount=m.amount, currency=m.currency,
             id=first.id if first else m.id, room=m.room, extra={**m.extra, "num": combo.num},
         )  # fmt: skip
-        anonymous = (flood and priority in FLOOD_CLASSES) or not self.cfg.read_username.get(m.kind.value, True)
+        anonymous = (flood and priority.anonymous_in_flood) or not self.cfg.read_username.get(m.kind.value, True)
         combo.utterance.text = self.render(merged, m.text or "", anonymous=anonymous)
         return Merged(combo.utterance, combo.num)
 

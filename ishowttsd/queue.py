@@ -37,15 +37,9 @@ DEFAULT_TTL: dict[Priority, float] = {
     Priority.LOW: 30.0,
 }
 
-PAID_CLASSES = frozenset({Priority.PAID, Priority.MEMBERSHIP})
-EVICTION_ORDER = (
-    Priority.LOW,
-    Priority.NORMAL,
-    Priority.MODERATOR,
-    Priority.URGENT,
-    Priority.MEMBERSHIP,
-    Priority.PAID,
-)
+# what the bound drops first: every class that is not owed, lowest first, then the owed ones
+# (LOW, NORMAL, MODERATOR, URGENT, MEMBERSHIP, PAID)
+EVICTION_ORDER = tuple(sorted(Priority, key=lambda p: (p.owed, -p.value)))
 
 
 def ttl_from_config(cfg_ttl: dict[str, float]) -> dict[Priority, float]:

@@ -6,6 +6,9 @@ import pytest
 
 # tests load only the plugins they ask for: nothing from ~/.config or /etc, no entry points
 os.environ.setdefault("ISHOWTTS_DISABLE_PLUGIN_AUTOLOAD", "1")
+# an event or field missing from the catalogue (ishowttsd/events.py) raises, here and in the
+# daemons the tests start (they inherit the environment)
+os.environ.setdefault("ISHOWTTS_STRICT_EVENTS", "1")
 
 sys.path.insert(0, str(Path(__file__).parent))
 

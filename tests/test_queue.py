@@ -11,7 +11,7 @@ from ishowttsd.config import ModerationConfig
 from ishowttsd.events import EventBus
 from ishowttsd.messages import Kind, Message, Priority, User, Utterance
 from ishowttsd.moderation import Merged, Moderator, Rejection
-from ishowttsd.queue import EVICTION_ORDER, PAID_CLASSES, SpeechQueue, ttl_from_config
+from ishowttsd.queue import EVICTION_ORDER, SpeechQueue, ttl_from_config
 
 
 class Clock:
@@ -47,9 +47,9 @@ def test_queue_invariants(bound, script):
 
     def on_discard(u: Utterance, event: str, reason: str) -> None:
         discarded[event].append(u)
-        if reason == "queue_full" and u.priority in PAID_CLASSES:
+        if reason == "queue_full" and u.priority.owed:
             # a paid utterance goes only when nothing unpaid is left waiting
-            assert all(w.priority in PAID_CLASSES for w in q.pending()), "paid dropped while unpaid waits"
+            assert all(w.priority.owed for w in q.pending()), "paid dropped while unpaid waits"
         if reason == "queue_full":
             # and within its class, the oldest goes first
             same = [w for w in q.pending() if w.priority == u.priority]
