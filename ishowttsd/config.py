@@ -79,7 +79,7 @@ class ModerationConfig(Strict):
     block_words: list[str] = Field(default_factory=list)
     block_patterns: list[str] = Field(default_factory=list)  # Python regexes, case-insensitive
     # per kind ("danmaku") or per platform and kind ("twitch.danmaku"); {user} {text} {num}
-    # {gift} {amount} {bits} {currency} {guard} {months} {reward} {viewers} {platform} {backlog}
+    # {gift} {amount} {bits} {currency} {membership} {months} {reward} {viewers} {platform} {backlog}
     templates: dict[str, str] = Field(default_factory=dict)
     # used instead of `templates` when the username is not read (read_username, flood mode)
     anonymous_templates: dict[str, str] = Field(default_factory=dict)
@@ -94,7 +94,7 @@ class ModerationConfig(Strict):
     min_user_level: int = Field(default=0, ge=0)  # Bilibili user level (UL)
     min_medal_level: int = Field(default=0, ge=0)  # Bilibili fan-medal level
     medal_name: str | None = None  # only this room's medal counts for min_medal_level
-    require_member: bool = False  # chat only from guards (舰长...) / subscribers
+    require_member: bool = False  # chat only from members: guards (舰长...), subscribers
     ignore_bots: list[str] = Field(
         default_factory=lambda: ["Nightbot", "StreamElements", "Streamlabs", "Moobot", "Fossabot", "Wizebot"]
     )

@@ -37,10 +37,8 @@ class User:
     level: int = 0  # platform user level (Bilibili UL)
     medal_name: str = ""  # Bilibili fan medal
     medal_level: int = 0
-    guard_level: int = 0  # Bilibili: 1 总督, 2 提督, 3 舰长; 0 none (platform detail)
-    subscriber: bool = False  # Twitch (platform detail)
-    # the membership this user holds, named as the platform names it ("舰长", "Tier 1",
-    # "Member"); "" for none. Moderation reads this, never guard_level or subscriber.
+    # the membership this user holds (or just bought), named as the platform names it: a
+    # Bilibili guard ("舰长"), a Twitch sub ("subscriber", "Tier 2"), a YouTube "Member"; "" for none
     membership: str = ""
     moderator: bool = False
     broadcaster: bool = False
@@ -120,8 +118,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
 }  # fmt: skip
 _USER_TYPES: dict[str, tuple[type, ...]] = {
     "id": (str,), "name": (str,), "level": (int,), "medal_name": (str,), "medal_level": (int,),
-    "guard_level": (int,), "subscriber": (bool,), "moderator": (bool,), "broadcaster": (bool,), "vip": (bool,),
-    "membership": (str,),
+    "membership": (str,), "moderator": (bool,), "broadcaster": (bool,), "vip": (bool,),
 }  # fmt: skip
 
 

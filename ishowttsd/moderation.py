@@ -4,14 +4,14 @@ Every rejection carries a short machine-readable reason (counted in `status`, st
 `watch` as a ``filtered`` event). The checks, in order:
 
 - ``duplicate_id``: the same platform message id again (a source that reconnected and replayed);
-- ``emoticon``: a Bilibili emoticon danmaku (``extra["dm_type"] == 1``): a picture, no words;
+- ``emoticon``: a chat line that is a picture with no words (``Message.picture_only``);
 - ``blocked_user``, ``bot``: `block_users`, `ignore_bots` (by name or id, see `UserList`);
 - for chat lines (danmaku) from anyone but moderators, the broadcaster and `allow_users`:
-  ``not_allowed`` (`allow_only`), ``user_level``, ``medal_level``, ``not_member``;
+  ``not_allowed`` (`allow_only`), ``user_level``, ``medal_level``, ``not_member`` (no ``User.membership``);
 - ``command``: a chat line that starts with ``!`` (for chat bots, not for the voice);
 - ``free_gift`` (`read_free_gifts = false`), ``gift_value`` (a paid gift under `min_gift_value`,
   judged per message);
-- the text is cleaned: Twitch emote ranges and Bilibili inline emoticons removed, links removed
+- the text is cleaned: emotes (``Message.emotes``, spans the source checked) removed, links removed
   (or replaced by `link_replacement`), emoji beyond `max_emoji` removed, runs of one character
   (or of a 2-4 character unit) longer than `max_repeat` collapsed; digits are never collapsed;
 - ``empty``: nothing left to say; ``blocked_word`` / ``blocked_pattern`` (on the text before and
@@ -22,17 +22,8 @@ Every rejection carries a short machine-readable reason (counted in `status`, st
   `cjk_chars_per_s` / `latin_chars_per_s`). Paid and membership speech is never refused for
   length: it is shortened to fit.
 
-Platform emote formats the sources produce (and this module reads):
-
-- Twitch: ``extra["emotes"] = [["emote_id", start, end], ...]`` (what the twitch source writes),
-  offsets in Unicode code points into ``Message.text``, both ends inclusive (as in the IRC
-  ``emotes`` tag). ``{"emote_id": [[start, end], ...]}`` and the raw tag string
-  ``"25:0-4,12-16/1902:6-10"`` are accepted too. If the ranges no longer fit the text (the
-  source already stripped the emotes or removed ``cheer100``), none is applied; a source that
-  strips them itself may say so with ``extra["emotes_stripped"] = True``.
-- Bilibili: ``extra["dm_type"] == 1`` is an emoticon danmaku (rejected as a whole);
-  ``extra["emots"]``, a dict (or list) keyed by inline tokens such as ``"[dog]"``, names tokens
-  that are removed from the text.
+Moderation knows no platform: sources hand it neutral fields (``Message.emotes``,
+``Message.picture_only``, ``User.membership``) and kind-specific template fields in ``extra``.
 
 Gift combos: gifts with the same ``extra["combo_id"]`` (or, without one, the same platform, user
 and ``extra["gift"]``) within `combo_window_s` of the previous one are merged while the first
@@ -57,13 +48,11 @@ from typing import Any, Callable
 from ishowttsd.config import ConfigError, ModerationConfig
 from ishowttsd.messages import Kind, Message, Priority, User, Utterance
 
-GUARD_NAMES = {1: "总督", 2: "提督", 3: "舰长"}
-
 DEFAULT_TEMPLATES: dict[str, str] = {
     "danmaku": "{user}说：{text}",
     "gift": "感谢{user}送的{num}个{gift}",
     "superchat": "{user}的醒目留言：{text}",
-    "guard": "感谢{user}开通{guard}",
+    "guard": "感谢{user}开通{membership}",
     "sub": "{user} subscribed. {text}",
     "bits": "{user} cheered {bits} bits. {text}",
     "redemption": "{user} redeemed {reward}. {text}",
@@ -78,7 +67,7 @@ DEFAULT_ANONYMOUS_TEMPLATES: dict[str, str] = {
     "danmaku": "{text}",
     "gift": "收到{num}个{gift}",
     "superchat": "醒目留言：{text}",
-    "guard": "感谢开通{guard}",
+    "guard": "感谢开通{membership}",
     "sub": "New subscriber. {text}",
     "bits": "{bits} bits. {text}",
     "redemption": "{reward} redeemed. {text}",
@@ -88,8 +77,8 @@ DEFAULT_ANONYMOUS_TEMPLATES: dict[str, str] = {
 }
 
 TEMPLATE_FIELDS = frozenset(
-    {"user", "text", "num", "gift", "amount", "bits", "currency", "guard", "months", "reward", "viewers", "platform",
-     "backlog"}
+    {"user", "text", "num", "gift", "amount", "bits", "currency", "guard", "membership", "months", "reward", "viewers",
+     "platform", "backlog"}
 )  # fmt: skip
 
 CHAT_KINDS = frozenset({Kind.DANMAKU})
@@ -280,8 +269,8 @@ class Moderator:
             if (m.platform, m.id) in st.recent_ids:
                 return Rejection("duplicate_id", f"message {m.id} was seen already")
             st.seen_id(m.platform, m.id, now)
-        if cfg.strip_emotes and m.kind == Kind.DANMAKU and m.extra.get("dm_type") == 1:
-            return Rejection("emoticon", "emoticon danmaku has no words to say")
+        if cfg.strip_emotes and m.kind in CHAT_KINDS and m.picture_only:
+            return Rejection("emoticon", "a picture with no words to say")
         if self._blocked.match(m.platform, m.user):
             return Rejection("blocked_user", "user is in block_users")
         if m.user.name and m.user.name.casefold() in self._bots:
@@ -367,8 +356,8 @@ class Moderator:
             if level < cfg.min_medal_level:
                 what = f"{cfg.medal_name} medal" if cfg.medal_name else "fan medal"
                 return Rejection("medal_level", f"{what} level {level} < min_medal_level {cfg.min_medal_level}")
-        if cfg.require_member and not (u.guard_level or u.subscriber):
-            return Rejection("not_member", "require_member: only guards and subscribers")
+        if cfg.require_member and not u.membership:
+            return Rejection("not_member", "require_member: only members (guards, subscribers)")
         return None
 
     def _content(self, raw: str, text: str, name: str) -> Rejection | None:
@@ -426,14 +415,11 @@ class Moderator:
         """The message text without emotes, links and the emoji past `max_emoji`."""
         cfg = self.cfg
         text = m.text or ""
-        if cfg.strip_emotes:
-            if not m.extra.get("emotes_stripped"):
-                text = strip_twitch_emotes(text, m.extra.get("emotes"))
-            emots = m.extra.get("emots")
-            if emots:
-                for token in emots:
-                    if isinstance(token, str) and token:
-                        text = text.replace(token, " ")
+        if cfg.strip_emotes and m.emotes:
+            chars = list(text)
+            for start, end in m.emotes:
+                chars[start:end] = " " * (end - start)
+            text = "".join(chars)
         if cfg.strip_links:
             text = _LINK.sub(cfg.link_replacement, text)
         text = _limit_emoji(text, cfg.max_emoji)
@@ -482,51 +468,6 @@ class Moderator:
         return self.cfg.kind_voices.get(m.kind.value) or self.cfg.default_voice
 
 
-def strip_twitch_emotes(text: str, emotes: Any) -> str:
-    """Remove Twitch emotes named by code-point ranges (inclusive) from `text`.
-
-    The ranges are trusted only if all of them fit the text as emote codes do: each covers a
-    whole whitespace-separated word, and one emote id always covers the same word. A source that
-    already changed the text (stripped the emotes, removed ``cheer100``) leaves ranges that do
-    not fit, and then none is applied rather than cutting real words.
-    """
-    if not emotes:
-        return text
-    ranges: list[tuple[str, int, int]] = []
-    try:
-        if isinstance(emotes, str):  # the raw IRC tag: "25:0-4,12-16/1902:6-10"
-            for part in emotes.split("/"):
-                eid, _, spans = part.partition(":")
-                for span in spans.split(","):
-                    a, _, b = span.partition("-")
-                    ranges.append((eid, int(a), int(b)))
-        elif isinstance(emotes, dict):  # {"25": [[0, 4], [12, 16]]}
-            for eid, spans in emotes.items():
-                for a, b in spans:
-                    ranges.append((str(eid), int(a), int(b)))
-        else:  # [["25", 0, 4], ["25", 12, 16]], as the twitch source writes it
-            for eid, a, b in emotes:
-                ranges.append((str(eid), int(a), int(b)))
-    except (TypeError, ValueError):
-        return text  # a malformed emotes field: read the text as it is
-    codes: dict[str, str] = {}
-    for eid, a, b in ranges:
-        word = text[a : b + 1] if 0 <= a <= b < len(text) else ""
-        fits = (
-            word
-            and not any(c.isspace() for c in word)
-            and (a == 0 or text[a - 1].isspace())
-            and (b + 1 == len(text) or text[b + 1].isspace())
-            and codes.setdefault(eid, word) == word
-        )
-        if not fits:
-            return text
-    chars = list(text)
-    for _eid, a, b in ranges:
-        chars[a : b + 1] = " " * (b + 1 - a)
-    return "".join(chars)
-
-
 def _limit_emoji(text: str, keep: int) -> str:
     count = 0
 
@@ -568,7 +509,6 @@ def _template_fields(m: Message, text: str) -> dict[str, Any]:
     amount = m.amount
     if amount is not None and float(amount).is_integer():
         amount = int(amount)
-    guard = m.extra.get("guard") or GUARD_NAMES.get(_int(m.extra.get("guard_level") or m.user.guard_level), "")
     return {
         "user": m.user.name or "someone",
         "text": text,
@@ -577,7 +517,8 @@ def _template_fields(m: Message, text: str) -> dict[str, Any]:
         "amount": "" if amount is None else amount,
         "bits": m.extra.get("bits", "" if amount is None else amount),
         "currency": m.currency or "",
-        "guard": guard,
+        "guard": m.user.membership,  # the older name of {membership}
+        "membership": m.user.membership,
         "months": m.extra.get("months", ""),
         "reward": m.extra.get("reward", ""),
         "viewers": m.extra.get("viewers", ""),

@@ -122,10 +122,10 @@ def test_danmaku_fields():
                                  admin=1), "66")  # fmt: skip
     assert isinstance(m, Message) and m.kind == Kind.DANMAKU and m.text == "你好" and m.id == "abc"
     u = m.user
-    assert (u.id, u.name, u.level, u.medal_name, u.medal_level, u.guard_level, u.moderator) == (
-        "42", "某人", 21, "粉丝", 9, 2, True)
+    assert (u.id, u.name, u.level, u.medal_name, u.medal_level, u.membership, u.moderator) == (
+        "42", "某人", 21, "粉丝", 9, "提督", True)
     emo = B.parse_command(bf.danmu("[doge]", 1, "x", dm_type=1))
-    assert emo.extra["dm_type"] == 1 and emo.extra["emoticon"] == "official_1"
+    assert emo.picture_only and emo.extra["emoticon"] == "official_1"
     masked = B.parse_command(bf.danmu("hi", 0, "提***"))
     assert masked.user.id == "" and masked.user.name == "提***"
 
@@ -141,9 +141,9 @@ def test_gift_superchat_guard_deletion():
     d = B.parse_command(bf.superchat_delete(9, 10))
     assert isinstance(d, Deletion) and d.message_ids == ["9", "10"]
     g = B.parse_command(bf.guard_buy("c", 3, 1))
-    assert g.kind == Kind.GUARD and g.extra["guard"] == "总督" and g.amount == 198.0
+    assert g.kind == Kind.GUARD and g.user.membership == "总督" and g.amount == 198.0
     t = B.parse_command(bf.user_toast("c", 3, 3))
-    assert t.kind == Kind.GUARD and t.user.name == "c" and t.extra["guard"] == "舰长"
+    assert t.kind == Kind.GUARD and t.user.name == "c" and t.user.membership == "舰长"
     assert isinstance(B.parse_command(bf.log_in_notice()), B.LoginNotice)
     with pytest.raises(B.Ignored):
         B.parse_command({"cmd": "ONLINE_RANK_COUNT:1"})
@@ -152,7 +152,7 @@ def test_gift_superchat_guard_deletion():
 
 def test_send_gift_v2_protobuf():
     m = B.parse_command(bf.gift_v2("新版礼物人", 321, "粉丝团灯牌", 3, 1000, tid="tid-9"))
-    assert m.kind == Kind.GIFT and m.user.name == "新版礼物人" and m.user.id == "321" and m.user.guard_level == 3
+    assert m.kind == Kind.GIFT and m.user.name == "新版礼物人" and m.user.id == "321" and m.user.membership == "舰长"
     assert m.extra["gift"] == "粉丝团灯牌" and m.extra["num"] == 3 and m.amount == 3.0 and m.paid and m.id == "tid-9"
     free = B.parse_command(bf.gift_v2("x", 1, "辣条", 1, 100, coin_type="silver"))
     assert not free.paid and free.amount is None

@@ -140,8 +140,8 @@ def test_sigkill_with_paid_pending_then_restart_speaks_each_once(daemon):
         r = daemon.req("inject", superchat(i))
         assert r["accepted"] and r["priority"] == "paid"
     # a membership with a 2 s time-to-live: it will be stale after the restart
-    daemon.req("inject", {"platform": "bilibili", "kind": "guard", "user": {"id": "55", "name": "舰长甲"}, "id": "g-1",
-                          "extra": {"guard_level": 3}})  # fmt: skip
+    daemon.req("inject", {"platform": "bilibili", "kind": "guard", "user": {"id": "55", "name": "舰长甲", "membership": "舰长"},
+                          "id": "g-1"})  # fmt: skip
     # plain chat is not journaled: after a crash it is gone, as it should be
     daemon.req("inject", {"platform": "twitch", "kind": "danmaku", "user": "chatter", "text": "hello", "id": "t-1"})
     st = daemon.req("status")

@@ -10,7 +10,7 @@ import pytest
 
 from ishowttsd.config import ConfigError, ModerationConfig, parse_config
 from ishowttsd.messages import Message, Priority
-from ishowttsd.moderation import Merged, Moderator, Rejection, strip_twitch_emotes
+from ishowttsd.moderation import Merged, Moderator, Rejection
 from ishowttsd.queue import DEFAULT_TTL
 
 
@@ -45,7 +45,7 @@ CASES = [
      "感谢阿伟送的15个辣条", Priority.PAID),
     ("bili-gift-free", {}, bili(kind="gift", amount=0.1, currency="silver", extra={"gift": "小心心", "num": 1}),
      "感谢阿伟送的1个小心心", Priority.LOW),
-    ("bili-guard", {}, bili(kind="guard", extra={"guard_level": 3}), "感谢阿伟开通舰长", Priority.MEMBERSHIP),
+    ("bili-guard", {}, bili(kind="guard", user={"membership": "舰长"}), "感谢阿伟开通舰长", Priority.MEMBERSHIP),
     ("twitch-bits", {}, twitch("take my bits", kind="bits", amount=100, currency="bits"),
      "viewer42 cheered 100 bits. take my bits", Priority.PAID),
     ("twitch-sub", {}, twitch("", kind="sub", extra={"months": 3}), "viewer42 subscribed.", Priority.MEMBERSHIP),
@@ -88,9 +88,9 @@ CASES = [
     ("medal-right-room", {"min_medal_level": 5, "medal_name": "猫猫"},
      bili("hi", user={"medal_name": "猫猫", "medal_level": 6}), "阿伟说：hi", Priority.NORMAL),
     ("member-required", {"require_member": True}, twitch("hi"), "not_member", None),
-    ("member-sub", {"require_member": True}, twitch("hi", user={"subscriber": True}), "viewer42 says: hi",
+    ("member-sub", {"require_member": True}, twitch("hi", user={"membership": "subscriber"}), "viewer42 says: hi",
      Priority.NORMAL),
-    ("member-guard", {"require_member": True}, bili("hi", user={"guard_level": 3}), "阿伟说：hi", Priority.NORMAL),
+    ("member-guard", {"require_member": True}, bili("hi", user={"membership": "舰长"}), "阿伟说：hi", Priority.NORMAL),
     ("member-rule-not-for-paid", {"require_member": True, "min_user_level": 20}, bili("钱", kind="superchat", **SC),
      "阿伟的醒目留言：钱", Priority.PAID),
     ("moderator-always", {"require_member": True, "min_user_level": 20, "allow_only": True},
@@ -105,18 +105,15 @@ CASES = [
     ("bare-domain", {}, bili("去 bit.ly/abc 看看"), "阿伟说：去 看看", Priority.NORMAL),
     ("link-replacement", {"link_replacement": "链接"}, bili("看 www.bilibili.com"), "阿伟说：看 链接", Priority.NORMAL),
     ("only-link", {}, twitch("https://spam.example/x"), "empty", None),
-    ("twitch-emotes", {}, twitch("Kappa hello Kappa", extra={"emotes": {"25": [[0, 4], [12, 16]]}}),
-     "viewer42 says: hello", Priority.NORMAL),
-    ("twitch-emotes-tag", {}, twitch("LUL hi PogChamp", extra={"emotes": "425618:0-2/305954156:7-14"}),
-     "viewer42 says: hi", Priority.NORMAL),
-    ("twitch-emote-codepoints", {}, twitch("😀 Kappa ok", extra={"emotes": {"25": [[2, 6]]}}),
-     "viewer42 says: 😀 ok", Priority.NORMAL),
-    ("twitch-only-emotes", {}, twitch("Kappa Kappa", extra={"emotes": {"25": [[0, 4], [6, 10]]}}), "empty", None),
-    ("emotes-kept-when-off", {"strip_emotes": False}, twitch("Kappa hi", extra={"emotes": {"25": [[0, 4]]}}),
+    ("emotes", {}, twitch("Kappa hello Kappa", emotes=[[0, 5], [12, 17]]), "viewer42 says: hello", Priority.NORMAL),
+    ("emote-codepoints", {}, twitch("😀 Kappa ok", emotes=[[2, 7]]), "viewer42 says: 😀 ok", Priority.NORMAL),
+    ("only-emotes", {}, twitch("Kappa Kappa", emotes=[[0, 5], [6, 11]]), "empty", None),
+    ("emotes-kept-when-off", {"strip_emotes": False}, twitch("Kappa hi", emotes=[[0, 5]]),
      "viewer42 says: Kappa hi", Priority.NORMAL),
-    ("bili-emoticon-danmaku", {}, bili("[dog]", extra={"dm_type": 1}), "emoticon", None),
-    ("bili-inline-emots", {}, bili("好耶[dog][妙啊]", extra={"emots": {"[dog]": {}, "[妙啊]": {}}}), "阿伟说：好耶",
+    ("picture-only", {}, bili("[dog]", picture_only=True), "emoticon", None),
+    ("picture-only-kept-when-off", {"strip_emotes": False}, bili("[dog]", picture_only=True), "阿伟说：[dog]",
      Priority.NORMAL),
+    ("inline-emoticons", {}, bili("好耶[dog][妙啊]", emotes=[[2, 7], [7, 11]]), "阿伟说：好耶", Priority.NORMAL),
     ("repeat-collapse", {}, bili("哈哈哈哈哈哈哈哈哈哈"), "阿伟说：哈哈哈", Priority.NORMAL),
     ("repeat-collapse-latin", {"max_repeat": 2}, twitch("nooooooo"), "viewer42 says: noo", Priority.NORMAL),
     ("repeat-unit", {}, twitch("lolololololololol"), "viewer42 says: lololol", Priority.NORMAL),
@@ -279,10 +276,11 @@ def test_bad_pattern_error_reads_like_advice():
     assert "not a valid regular expression" in msg and "block_words" in msg
 
 
-def test_strip_twitch_emotes_ignores_bad_ranges():
-    assert strip_twitch_emotes("hi", {"1": [[5, 9]]}) == "hi"
-    assert strip_twitch_emotes("hi", "garbage") == "hi"
-    assert strip_twitch_emotes("Kappa", {"25": [[0, 4]]}).strip() == ""
+def test_emote_spans_that_do_not_fit_the_text_are_refused():
+    with pytest.raises(ValueError, match="does not fit"):
+        twitch("hi", emotes=[[5, 9]])
+    with pytest.raises(ValueError, match="pairs of integers"):
+        twitch("hi", emotes=["garbage"])
 
 
 def test_state_survives_a_new_moderator():

@@ -131,21 +131,26 @@ def test_the_same_superchat_twice_is_read_once():
     assert mod.moderate(superchat("谢谢", sc_id=5)).reason == "duplicate_id"
 
 
-def test_twitch_source_that_strips_emotes_itself_is_not_stripped_again():
+def test_twitch_source_that_strips_emotes_itself_hands_no_spans():
     line = twitch.parse_line("@emotes=25:0-4,18-22;user-id=7;display-name=A :a!a@a.tmi.twitch.tv PRIVMSG #c "
                              ":Kappa hello there Kappa")  # fmt: skip
     m = twitch.to_event(line, strip=True)
-    assert m.text == "hello there" and m.extra["emotes"]  # ranges of the raw text stay
+    assert m.text == "hello there" and m.emotes == []
     mod = Moderator(ModerationConfig(duplicate_window_s=0), DEFAULT_TTL)
     assert mod.moderate(m).text == "A says: hello there"
-    m.extra["emotes"] = [["25", 0, 4]]  # a range that happens to fit a word of the stripped text
-    m.extra["emotes_stripped"] = True  # ... is not applied when the source says it stripped
+    m = twitch.to_event(line, strip=False)
+    assert m.text == "Kappa hello there Kappa" and m.emotes == [(0, 5), (18, 23)]
     assert mod.moderate(m).text == "A says: hello there"
 
 
-def test_emote_ranges_that_do_not_fit_are_not_applied():
-    from ishowttsd.moderation import strip_twitch_emotes
+def test_emote_ranges_that_do_not_fit_are_not_handed_on():
+    spans = twitch.emote_spans
+    assert spans("hello Kappa", [("25", 0, 4), ("25", 6, 10)]) == []  # one id, two words
+    assert spans("great stream", [("25", 0, 3)]) == []  # not a whole word
+    assert spans("Kappa gg", [("25", 0, 4), ("9", 20, 24)]) == []  # out of range
+    assert spans("Kappa gg", [("25", 0, 4)]) == [(0, 5)]
 
-    assert strip_twitch_emotes("hello Kappa", {"25": [[0, 4], [6, 10]]}) == "hello Kappa"  # one id, two words
-    assert strip_twitch_emotes("great stream", [["25", 0, 3]]) == "great stream"  # not a whole word
-    assert strip_twitch_emotes("Kappa gg", [["25", 0, 4], ["9", 20, 24]]) == "Kappa gg"  # out of range
+
+def test_bilibili_inline_emoticons_become_spans():
+    assert bilibili.emot_spans("好耶[dog][妙啊][dog]", {"[dog]": {}, "[妙啊]": {}}) == [(2, 7), (7, 11), (11, 16)]
+    assert bilibili.emot_spans("hi", "not a dict") == []

@@ -37,9 +37,9 @@ def test_privmsg_kinds():
     m = T.to_event(T.parse_line(tf.privmsg("c", "alice", "Kappa hi Kappa", emotes="25:0-4,9-13", badges="vip/1,subscriber/12",
                                            first_msg="1", id="x1")))  # fmt: skip
     assert isinstance(m, Message) and m.kind == Kind.DANMAKU and m.text == "Kappa hi Kappa" and m.id == "x1"
-    assert m.extra["emotes"] == [["25", 0, 4], ["25", 9, 13]] and m.extra["first_msg"] is True
-    assert m.user.vip and m.user.subscriber and not m.user.moderator and m.room == "c"
-    assert T.strip_emotes(m.text, m.extra["emotes"]) == "hi"
+    assert m.emotes == [(0, 5), (9, 14)] and m.extra["first_msg"] is True
+    assert m.user.vip and m.user.membership == "subscriber" and not m.user.moderator and m.room == "c"
+    assert T.strip_emotes(m.text, [("25", 0, 4), ("25", 9, 13)]) == "hi"
     stripped = T.to_event(T.parse_line(tf.privmsg("c", "alice", "Kappa hi Kappa", emotes="25:0-4,9-13")), strip=True)
     assert stripped.text == "hi"
     bits = T.to_event(T.parse_line(tf.privmsg("c", "b", "cheer50 gg Cheer50", bits="100")))

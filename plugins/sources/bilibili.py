@@ -296,6 +296,32 @@ def open_signature(headers: dict[str, str], secret: str) -> str:
 GUARD_NAMES = {1: "总督", 2: "提督", 3: "舰长"}
 
 
+def membership(guard_level: int) -> str:
+    """A guard level as the membership name moderation and templates read (3 -> 舰长)."""
+    return GUARD_NAMES.get(guard_level, "")
+
+
+def emot_spans(text: str, emots: Any) -> list[tuple[int, int]]:
+    """Where the inline emoticon tokens (``[dog]``, keys of the danmaku's ``emots``) stand in
+    the text, as `Message.emotes` spans (end exclusive)."""
+    if not isinstance(emots, dict) or not text:
+        return []
+    spans = []
+    for token in emots:
+        if not isinstance(token, str) or not token:
+            continue
+        start = text.find(token)
+        while start >= 0:
+            spans.append((start, start + len(token)))
+            start = text.find(token, start + len(token))
+    spans.sort()
+    out: list[tuple[int, int]] = []
+    for a, b in spans:  # overlapping tokens ("[a]" inside "[a]]"): keep the first
+        if not out or a >= out[-1][1]:
+            out.append((a, b))
+    return out
+
+
 @dataclass
 class LoginNotice:
     """The server masks names from now on (anonymous or rejected cookie)."""
@@ -363,14 +389,17 @@ def _danmu(obj: dict, _data: Any, room: str) -> Message:
     dm_type = _int(meta[12]) if len(meta) > 12 else 0
     ts = _int(meta[4]) if len(meta) > 4 else 0
     msg_id = ""
+    emots: Any = None
     raw_extra = extra_meta.get("extra")
     if isinstance(raw_extra, str):
         try:
-            msg_id = _str(json.loads(raw_extra).get("id_str"))
+            parsed = json.loads(raw_extra)
+            msg_id = _str(parsed.get("id_str"))
+            emots = parsed.get("emots")
         except (ValueError, AttributeError):
             msg_id = ""
     uid = _uid(who[0])
-    extra: dict[str, Any] = {"dm_type": dm_type, "guard_level": guard}
+    extra: dict[str, Any] = {"dm_type": dm_type}
     if dm_type == 1:
         emo = meta[13] if len(meta) > 13 and isinstance(meta[13], dict) else {}
         extra["emoticon"] = _str(emo.get("emoticon_unique") or text)
@@ -382,12 +411,13 @@ def _danmu(obj: dict, _data: Any, room: str) -> Message:
         level=_int(level_info[0]) if level_info else 0,
         medal_level=_int(medal[0]) if medal else 0,
         medal_name=_str(medal[1]) if len(medal) > 1 else "",
-        guard_level=guard,
+        membership=membership(guard),
         moderator=_int(who[2]) == 1 if len(who) > 2 else False,
     )
     return Message(
         platform=PLATFORM, kind=Kind.DANMAKU, text=text, user=user, room=room,
-        id=msg_id or f"dm-{uid or name}-{ts}", extra=extra,
+        id=msg_id or f"dm-{uid or name}-{ts}", picture_only=dm_type == 1,
+        emotes=[] if dm_type == 1 else emot_spans(text, emots), extra=extra,
     )  # fmt: skip
 
 
@@ -401,7 +431,7 @@ def _gift(_obj: dict, d: dict, room: str) -> Message:
         platform=PLATFORM,
         kind=Kind.GIFT,
         user=User(
-            id=_uid(d.get("uid")), name=_str(d["uname"]), guard_level=_int(d.get("guard_level")),
+            id=_uid(d.get("uid")), name=_str(d["uname"]), membership=membership(_int(d.get("guard_level"))),
             medal_name=_str(medal.get("medal_name")), medal_level=_int(medal.get("medal_level")),
         ),  # fmt: skip
         amount=round(total / 1000, 3) if paid and total else None,  # 1000 gold = 1 CNY
@@ -428,7 +458,7 @@ def _gift_v2(_obj: dict, d: dict, room: str) -> Message:
     total = _pb_one(item, 7, int, 0) or _pb_one(item, 5, int, 0) * num
     return Message(
         platform=PLATFORM, kind=Kind.GIFT,
-        user=User(id=_uid(_pb_one(top, 1, int, 0)), name=_pb_text(top, 2), guard_level=_pb_one(top, 5, int, 0)),
+        user=User(id=_uid(_pb_one(top, 1, int, 0)), name=_pb_text(top, 2), membership=membership(_pb_one(top, 5, int, 0))),
         amount=round(total / 1000, 3) if paid and total else None,
         currency="CNY" if paid and total else None,
         id=_pb_text(item, 9), room=room,
@@ -445,14 +475,13 @@ def _superchat(_obj: dict, d: dict, room: str) -> Message:
         kind=Kind.SUPERCHAT,
         text=_str(d["message"]),
         user=User(
-            id=_uid(d.get("uid")), name=_str(ui.get("uname")), guard_level=guard,
+            id=_uid(d.get("uid")), name=_str(ui.get("uname")), membership=membership(guard),
             medal_name=_str(medal.get("medal_name")), medal_level=_int(medal.get("medal_level")),
         ),  # fmt: skip
         amount=float(d["price"]),
         currency="CNY",
         id=_str(d["id"]),
         room=room,
-        extra={"guard_level": guard},
     )
 
 
@@ -470,13 +499,12 @@ def _guard_buy(_obj: dict, d: dict, room: str) -> Message:
     return Message(
         platform=PLATFORM,
         kind=Kind.GUARD,
-        user=User(id=_uid(d.get("uid")), name=_str(d["username"]), guard_level=level),
+        user=User(id=_uid(d.get("uid")), name=_str(d["username"]), membership=membership(level)),
         amount=round(price * num / 1000, 3) if price else None,
         currency="CNY" if price else None,
         id=f"guard-{_uid(d.get('uid'))}-{_int(d.get('start_time'))}",
         room=room,
-        extra={"guard_level": level, "guard": GUARD_NAMES.get(level, ""), "num": num, "months": num,
-               "gift": _str(d.get("gift_name"))},
+        extra={"guard_level": level, "num": num, "months": num, "gift": _str(d.get("gift_name"))},
     )  # fmt: skip
 
 
@@ -491,13 +519,13 @@ def _user_toast(_obj: dict, d: dict, room: str) -> Message:
     return Message(
         platform=PLATFORM,
         kind=Kind.GUARD,
-        user=User(id=uid, name=_str((su.get("base") or {}).get("name")), guard_level=level),
+        user=User(id=uid, name=_str((su.get("base") or {}).get("name")),
+                  membership=_str(gi.get("role_name")) or membership(level)),
         amount=round(price * num / 1000, 3) if price else None,
         currency="CNY" if price else None,
         id=f"guard-{uid}-{_int(gi.get('start_time'))}",
         room=room,
-        extra={"guard_level": level, "guard": _str(gi.get("role_name")) or GUARD_NAMES.get(level, ""),
-               "num": num, "months": num, "unit": _str(pi.get("unit"))},
+        extra={"guard_level": level, "num": num, "months": num, "unit": _str(pi.get("unit"))},
     )  # fmt: skip
 
 
@@ -512,7 +540,7 @@ def _open_user(d: dict) -> User:
     return User(
         id=_str(d.get("open_id")) or _uid(d.get("uid")),
         name=_str(d.get("uname")),
-        guard_level=_int(d.get("guard_level")),
+        membership=membership(_int(d.get("guard_level"))),
         medal_name=_str(d.get("fans_medal_name")),
         medal_level=_int(d.get("fans_medal_level")),
         moderator=bool(d.get("is_admin")),
@@ -521,12 +549,12 @@ def _open_user(d: dict) -> User:
 
 def _open_dm(_obj: dict, d: dict, room: str) -> Message:
     dm_type = _int(d.get("dm_type"))
-    extra: dict[str, Any] = {"dm_type": dm_type, "guard_level": _int(d.get("guard_level"))}
+    extra: dict[str, Any] = {"dm_type": dm_type}
     if dm_type == 1:
         extra["emoticon"] = _str(d.get("emoji_img_url"))
     return Message(
         platform=PLATFORM, kind=Kind.DANMAKU, text=_str(d["msg"]), user=_open_user(d),
-        id=_str(d.get("msg_id")), room=room or _str(d.get("room_id")), extra=extra,
+        id=_str(d.get("msg_id")), room=room or _str(d.get("room_id")), picture_only=dm_type == 1, extra=extra,
     )  # fmt: skip
 
 
@@ -551,12 +579,11 @@ def _open_guard(_obj: dict, d: dict, room: str) -> Message:
     price = _int(d.get("price"))
     return Message(
         platform=PLATFORM, kind=Kind.GUARD,
-        user=User(id=_str(u.get("open_id")) or _uid(u.get("uid")), name=_str(u.get("uname")), guard_level=level),
+        user=User(id=_str(u.get("open_id")) or _uid(u.get("uid")), name=_str(u.get("uname")), membership=membership(level)),
         amount=round(price * num / 1000, 3) if price else None,
         currency="CNY" if price else None,
         id=_str(d.get("msg_id")), room=room or _str(d.get("room_id")),
-        extra={"guard_level": level, "guard": GUARD_NAMES.get(level, ""), "num": num, "months": num,
-               "unit": _str(d.get("guard_unit"))},
+        extra={"guard_level": level, "num": num, "months": num, "unit": _str(d.get("guard_unit"))},
     )  # fmt: skip
 
 
@@ -564,7 +591,7 @@ def _open_superchat(_obj: dict, d: dict, room: str) -> Message:
     return Message(
         platform=PLATFORM, kind=Kind.SUPERCHAT, text=_str(d["message"]), user=_open_user(d),
         amount=float(d["rmb"]), currency="CNY", id=_str(d["message_id"]),
-        room=room or _str(d.get("room_id")), extra={"guard_level": _int(d.get("guard_level"))},
+        room=room or _str(d.get("room_id")),
     )  # fmt: skip
 
 
@@ -1057,7 +1084,7 @@ class BilibiliSource(Source):
         # GUARD_BUY and USER_TOAST_MSG_V2 announce the same purchase: speak it once
         now = time.monotonic()
         self._recent_guards = {k: t for k, t in self._recent_guards.items() if now - t < 30}
-        key = (m.user.id or m.user.name, m.user.guard_level)
+        key = (m.user.id or m.user.name, m.extra.get("guard_level"))
         if key in self._recent_guards:
             return True
         self._recent_guards[key] = now

@@ -146,6 +146,28 @@ def parse_emotes(value: str, text_len: int | None = None) -> list[tuple[str, int
     return ranges
 
 
+def emote_spans(text: str, emotes: list[tuple[str, int, int]]) -> list[tuple[int, int]]:
+    """The emotes as `Message.emotes` spans (code points, end exclusive), or none at all.
+
+    The IRC ranges are trusted only if all of them fit the text as emote codes do: each covers
+    a whole whitespace-separated word, and one emote id always covers the same word. Ranges
+    that do not fit (a text changed on the way) would cut real words, so none is kept.
+    """
+    codes: dict[str, str] = {}
+    for eid, a, b in emotes:
+        word = text[a : b + 1] if 0 <= a <= b < len(text) else ""
+        fits = (
+            word
+            and not any(c.isspace() for c in word)
+            and (a == 0 or text[a - 1].isspace())
+            and (b + 1 == len(text) or text[b + 1].isspace())
+            and codes.setdefault(eid, word) == word
+        )
+        if not fits:
+            return []
+    return [(a, b + 1) for _eid, a, b in emotes]
+
+
 def strip_emotes(text: str, emotes: list[tuple[str, int, int]] | list[list[Any]]) -> str:
     """Remove emote ranges (code-point offsets, inclusive) from the text; squeeze the spaces."""
     keep, pos = [], 0
@@ -165,12 +187,16 @@ def _int(v: Any, default: int = 0) -> int:
         return default
 
 
+_TIERS = {"1000": "Tier 1", "2000": "Tier 2", "3000": "Tier 3", "Prime": "Prime"}
+
+
 def _user(tags: dict[str, str], login: str) -> User:
     badges = parse_badges(tags.get("badges", ""))
+    subscriber = tags.get("subscriber") == "1" or "subscriber" in badges or "founder" in badges
     return User(
         id=tags.get("user-id", ""),
         name=tags.get("display-name") or login,
-        subscriber=tags.get("subscriber") == "1" or "subscriber" in badges or "founder" in badges,
+        membership="subscriber" if subscriber else "",
         moderator=tags.get("mod") == "1" or "moderator" in badges,
         broadcaster="broadcaster" in badges,
         vip=tags.get("vip") == "1" or "vip" in badges,
@@ -195,13 +221,13 @@ def to_event(line: IrcLine, strip: bool = False) -> Message | Deletion | None:
         user = _user(t, line.nick)
         emotes = parse_emotes(t.get("emotes", ""), len(raw))
         text = strip_emotes(raw, emotes) if strip and emotes else raw
+        # stripped here, or handed to moderation as spans it may strip ([moderation] strip_emotes)
+        spans = [] if strip else emote_spans(raw, emotes)
         extra: dict[str, Any] = {
-            "emotes": [list(e) for e in emotes],
             "first_msg": t.get("first-msg") == "1",
             "action": action,
             "badges": parse_badges(t.get("badges", "")),
             "login": line.nick,
-            "emotes_stripped": bool(strip and emotes),  # moderation must not strip the ranges again
         }
         if t.get("tmi-sent-ts", "").isdigit():
             extra["sent_ms"] = int(t["tmi-sent-ts"])
@@ -211,11 +237,12 @@ def to_event(line: IrcLine, strip: bool = False) -> Message | Deletion | None:
             kind, amount, currency = Kind.BITS, float(bits), "bits"
             extra["bits"] = bits
             text = _CHEER.sub("", text).strip()  # "cheer100 gg" says "gg"; the amount is in the template
+            spans = []  # the text changed: the ranges no longer fit it
         elif t.get("custom-reward-id"):
             kind = Kind.REDEMPTION
             extra["reward"] = t["custom-reward-id"]
         return Message(platform=PLATFORM, kind=kind, text=text, user=user, amount=amount, currency=currency,
-                       id=t.get("id", ""), room=channel, extra=extra)  # fmt: skip
+                       id=t.get("id", ""), room=channel, emotes=spans, extra=extra)  # fmt: skip
     if line.command == "USERNOTICE":
         return _usernotice(line, channel)
     if line.command == "CLEARMSG":
@@ -243,6 +270,7 @@ def _usernotice(line: IrcLine, channel: str) -> Message | None:
         kind = Kind.SUB
         extra["months"] = _int(t.get("msg-param-cumulative-months"), 1)
         extra["plan"] = t.get("msg-param-sub-plan", "")
+        user.membership = _TIERS.get(extra["plan"], "subscriber")
     elif msg_id == "subgift":
         if t.get("msg-param-community-gift-id"):
             return None  # one of the N subs of a submysterygift, which was announced once already
