@@ -13,13 +13,13 @@ import logging
 import os
 import socket
 import struct
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator
 
 import anyio
 from anyio.abc import SocketAttribute
-from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ishowttsd.api import Api, ApiError
 
 log = logging.getLogger("ishowttsd.control")
 
@@ -27,42 +27,15 @@ MAX_LINE = 64 * 1024
 MAX_CLIENTS = 512
 
 
-class ControlError(Exception):
-    """An error answered to the client: a stable code and advice in the message."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-class Params(BaseModel):
-    """Base for a method's parameters: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
-class NoParams(Params):
-    pass
-
-
-@dataclass
-class Method:
-    handler: Callable[..., Awaitable[Any]]
-    params: type[Params]
-    stream: bool = False  # handler returns (snapshot, async iterator of events)
-
-
 class ControlServer:
+    """The Unix-socket front door: JSON lines in, the API's answers out."""
+
     def __init__(self, path: Path, max_line: int = MAX_LINE) -> None:
         self.path = path
         self.max_line = max_line
-        self.methods: dict[str, Method] = {}
+        self.api: Api | None = None  # set by the daemon once its parts are built
         self.clients = 0
         self.served = 0
-
-    def method(self, name: str, handler, params: type[Params] = NoParams, stream: bool = False) -> None:
-        self.methods[name] = Method(handler, params, stream)
 
     async def bind(self):
         """Create the socket (mode 0660) after checking that no other daemon owns it."""
@@ -118,44 +91,36 @@ class ControlServer:
 
     async def _dispatch(self, stream, raw: bytes, uid) -> bool:
         try:
-            req = json.loads(raw)
-        except (ValueError, RecursionError) as e:  # JSONDecodeError, bad UTF-8, absurd nesting or numbers
+            req = parse_json(raw)
+        except (ValueError, RecursionError) as e:  # JSONDecodeError, bad UTF-8, absurd nesting, non-finite numbers
             msg = "nested too deeply" if isinstance(e, RecursionError) else str(e)
             await stream.send(_line(_error(None, "parse_error", f"not valid JSON: {msg}")))
             return True
+        rid = req.get("id") if isinstance(req, dict) else None
+        if isinstance(rid, bool) or not isinstance(rid, (int, str, type(None))) or (isinstance(rid, str) and len(rid) > 200):
+            await stream.send(_line(_error(None, "invalid_request", "id must be an integer, a short string or null")))
+            return True
         if not isinstance(req, dict) or not isinstance(req.get("method"), str):
-            rid = req.get("id") if isinstance(req, dict) else None
             await stream.send(_line(_error(rid, "invalid_request", 'send {"id": 1, "method": "status", "params": {}}')))
             return True
-        rid = req.get("id")
         name = req["method"]
-        m = self.methods.get(name)
-        if m is None:
-            await stream.send(_line(_error(rid, "method_not_found", f"no method {name!r}; known: {sorted(self.methods)}")))
+        api = self.api
+        if api is None:
+            await stream.send(_line(_error(rid, "not_ready", "the daemon is still starting; try again in a moment")))
             return True
-        raw_params = req.get("params") or {}
-        if not isinstance(raw_params, dict):
-            await stream.send(_line(_error(rid, "invalid_params", "params must be an object")))
-            return True
-        try:
-            params = m.params.model_validate(raw_params)
-        except ValidationError as e:
-            msg = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'params'}: {err['msg']}" for err in e.errors())
-            await stream.send(_line(_error(rid, "invalid_params", msg)))
-            return True
-        if name not in ("status", "events.watch"):
-            log.info("control request method=%s uid=%s", name, uid)
+        v = api.verbs.get(name)
+        log.info("control request method=%s uid=%s", name if v else "(unknown)", uid)
         self.served += 1
         try:
-            result = await m.handler(params)
-        except ControlError as e:
+            result = await api.call(name, req.get("params"))
+        except ApiError as e:
             await stream.send(_line(_error(rid, e.code, e.message)))
             return True
         except Exception as e:
             log.exception("control method %s failed", name)
             await stream.send(_line(_error(rid, "internal_error", f"{type(e).__name__}: {e}")))
             return True
-        if not m.stream:
+        if not v.stream:
             await stream.send(_line({"id": rid, "result": result}))
             return True
         snapshot, events = result
@@ -214,6 +179,23 @@ async def _lines(stream, max_line: int) -> AsyncIterator[bytes | None]:
             yield line
 
 
+def _finite(text: str) -> float:
+    x = float(text)
+    if x != x or x in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text[:20]} is too large for a finite double")
+    return x
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(raw: bytes | str) -> Any:
+    """Strict JSON: NaN, Infinity and numbers that overflow a double are refused (they are
+    not JSON, and a request id or an amount must never be infinite)."""
+    return json.loads(raw, parse_float=_finite, parse_constant=_no_constant)
+
+
 def _error(rid, code: str, message: str) -> dict:
     return {"id": rid, "error": {"code": code, "message": message}}
 
@@ -243,7 +225,7 @@ async def _alive(path: Path) -> bool:
 
 
 def client_request(path: Path | str, method: str, params: dict | None = None, timeout: float = 30.0) -> Any:
-    """A blocking one-shot request, for ishowttsctl and tests. Raises ControlError."""
+    """A blocking one-shot request, for ishowttsctl and tests. Raises ApiError."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(os.fspath(path))
@@ -251,8 +233,8 @@ def client_request(path: Path | str, method: str, params: dict | None = None, ti
         f = s.makefile("rb")
         line = f.readline()
     if not line:
-        raise ControlError("no_answer", "the daemon closed the connection without answering")
+        raise ConnectionError("the daemon closed the connection without answering")
     resp = json.loads(line)
     if "error" in resp:
-        raise ControlError(resp["error"]["code"], resp["error"]["message"])
+        raise ApiError(resp["error"]["code"], resp["error"]["message"])
     return resp["result"]

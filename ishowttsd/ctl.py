@@ -11,7 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from ishowttsd.config import default_socket_path
-from ishowttsd.control import ControlError, client_request
+from wcwidth import wcswidth, wcwidth
+
+from ishowttsd.api import ApiError
+from ishowttsd.control import client_request
+from ishowttsd.events import format_fields
 
 EXIT_OK, EXIT_ERROR, EXIT_NO_DAEMON = 0, 1, 3
 # `health` follows the monitoring-plugin convention: 0 ok, 1 warn, 2 fail (a daemon that is not
@@ -19,23 +23,45 @@ EXIT_OK, EXIT_ERROR, EXIT_NO_DAEMON = 0, 1, 3
 HEALTH_FAIL, HEALTH_UNKNOWN = 2, 3
 
 
+def width(text: str) -> int:
+    """Columns `text` takes in a terminal: a Chinese character takes two, a combining mark none."""
+    w = wcswidth(text)
+    return w if w >= 0 else sum(max(wcwidth(c), 0) for c in text)  # control characters count as nothing
+
+
+def pad(text: str, columns: int) -> str:
+    return text + " " * max(0, columns - width(text))
+
+
 def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
     if not rows:
         return "(none)"
     cells = [[_cell(r.get(c)) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-    out = ["  ".join(c.upper().ljust(w) for c, w in zip(cols, widths))]
-    out += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    widths = [max(width(c), *(width(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    out = ["  ".join(pad(c.upper(), w) for c, w in zip(cols, widths)).rstrip()]
+    out += ["  ".join(pad(v, w) for v, w in zip(row, widths)).rstrip() for row in cells]
     return "\n".join(out)
+
+
+_CELL_COLUMNS = 60
 
 
 def _cell(v: Any) -> str:
     if v is None:
         return "-"
     if isinstance(v, (dict, list)):
-        return json.dumps(v, ensure_ascii=False)
-    s = str(v)
-    return s if len(s) <= 60 else s[:57] + "..."
+        v = json.dumps(v, ensure_ascii=False)
+    s = "".join(c if c.isprintable() else " " for c in str(v))  # chat text must not move the cursor
+    if width(s) <= _CELL_COLUMNS:
+        return s
+    out, used = [], 0
+    for c in s:  # cut by columns, not characters: 30 Chinese characters fill 60 columns
+        w = max(wcwidth(c), 0)
+        if used + w > _CELL_COLUMNS - 3:
+            break
+        out.append(c)
+        used += w
+    return "".join(out) + "..."
 
 
 def _human(verb: str, r: Any) -> str:
@@ -89,6 +115,10 @@ def _human(verb: str, r: Any) -> str:
         return _table(r["voices"], ["id", "engine", "language", "description", "error"])
     if verb == "plugins":
         return _table(r["plugins"], ["name", "origin", "state", "provides", "error"])
+    if verb == "events":
+        return _table(r["events"], ["event", "doc"])
+    if verb == "remove":
+        return f"removed {len(r['removed'])} waiting, cut {len(r['cut'])}: " + " ".join(f"#{i}" for i in r["removed"] + r["cut"])
     if verb == "inject":
         if r["accepted"]:
             return f"queued #{r['id']} ({r['priority']}): {r['text']}"
@@ -142,19 +172,19 @@ def _hardware_lines(hw: dict) -> list[str]:
 
 
 def _format_event(ev: dict) -> str:
-    fields = " ".join(f"{k}={json.dumps(v, ensure_ascii=False) if not isinstance(v, str) or ' ' in v else v}"
-                      for k, v in ev.items() if k not in ("event", "ts", "seq"))  # fmt: skip
+    fields = format_fields({k: v for k, v in ev.items() if k not in ("event", "ts", "seq")})
     return f"{ev.get('ts', '')} {ev.get('event')} {fields}"
 
 
-def _watch(path: Path, as_json: bool) -> int:
+def _watch(path: Path, as_json: bool, events: list[str] | None) -> int:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.connect(os.fspath(path))
-        s.sendall(b'{"id": 1, "method": "events.watch", "params": {}}\n')
+        req = {"id": 1, "method": "events.watch", "params": {"events": events} if events else {}}
+        s.sendall((json.dumps(req) + "\n").encode())
         f = s.makefile("rb")
         first = json.loads(f.readline())
         if "error" in first:
-            raise ControlError(first["error"]["code"], first["error"]["message"])
+            raise ApiError(first["error"]["code"], first["error"]["message"])
         if not as_json:
             print(_human("status", first["result"]["status"]), flush=True)
             print("--- events (Ctrl-C to stop) ---", flush=True)
@@ -188,8 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extra", default="{}", help='JSON object, e.g. \'{"gift": "辣条", "num": 3}\'')
     p.add_argument("--moderator", action="store_true")
     sub.add_parser("queue", help="what is speaking and waiting")
-    p = sub.add_parser("remove", help="remove one pending utterance by id")
-    p.add_argument("id", type=int)
+    p = sub.add_parser("remove", help="take back speech, waiting or speaking: by id, or a user's, platform's, classes'")
+    p.add_argument("id", type=int, nargs="?", help="the utterance's id (see `ishowttsctl queue`)")
+    p.add_argument("--user", help="everything of this user (name or id)")
+    p.add_argument("--platform", help="only from this platform")
+    p.add_argument("--class", dest="classes", action="append", help="only this priority class (repeatable)")
     sub.add_parser("skip", help="cut what is speaking now")
     sub.add_parser("pause", help="hold speech")
     sub.add_parser("resume", help="go on speaking")
@@ -198,7 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("voices", help="the voices you can use; --reload re-reads [[voices]] from the config")
     p.add_argument("--reload", nargs="?", const="", metavar="ID", help="re-prepare every voice (or only ID) after an edit")
     sub.add_parser("plugins", help="loaded, broken and refused plugins")
-    sub.add_parser("watch", help="stream events live")
+    p = sub.add_parser("watch", help="stream events live")
+    p.add_argument("--event", dest="events", action="append", help="only this event (repeatable; see `ishowttsctl events`)")
+    sub.add_parser("events", help="the event catalogue: every event and what it means")
     sub.add_parser("reload", help="re-read the config file: moderation and queue policy (like SIGHUP)")
     sub.add_parser("metrics", help="Prometheus text metrics")
     p = sub.add_parser("bench", help="time the running engine; --save-baseline keeps it as the health baseline")
@@ -236,7 +271,9 @@ def main(argv: list[str] | None = None) -> int:
             "amount": args.amount, "currency": args.currency, "id": args.id, "extra": extra,
         }  # fmt: skip
     elif verb == "remove":
-        method, params = "queue.remove", {"id": args.id}
+        method = "queue.remove"
+        params = {k: v for k, v in (("id", args.id), ("user", args.user), ("platform", args.platform),
+                                    ("classes", args.classes)) if v is not None}  # fmt: skip
     elif verb == "clear":
         params = {"classes": args.classes}
     elif verb == "voices" and args.reload is not None:
@@ -245,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         params = {"runs": args.runs, "voice": args.voice, "texts": args.texts, "save_baseline": args.save_baseline}
     try:
         if verb == "watch":
-            return _watch(path, args.json)
+            return _watch(path, args.json, args.events)
         # a bench on a big model takes minutes
         timeout = args.timeout or (3600.0 if verb == "bench" else 30.0)
         result = client_request(path, method, params, timeout=timeout)
@@ -260,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     except PermissionError:
         print(f"ishowttsctl: permission denied on {path}; run as the daemon's user or join its group", file=sys.stderr)
         return HEALTH_UNKNOWN if verb == "health" else EXIT_NO_DAEMON
-    except ControlError as e:
+    except ApiError as e:
         print(f"ishowttsctl: {e.code}: {e.message}", file=sys.stderr)
         return HEALTH_UNKNOWN if verb == "health" else EXIT_ERROR
     except TimeoutError:

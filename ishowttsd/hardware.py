@@ -495,6 +495,22 @@ class Hardware:
 
     # -- reports -----------------------------------------------------------------------------------
 
+    def sample(self) -> dict[str, Any]:
+        """One telemetry sample (detecting the platform first if needed), performance refreshed
+        when due. Blocking: call it from a worker thread."""
+        if self.info is None:
+            self.detect()
+        self.performance()
+        return self.telemetry()
+
+    def sample_for_health(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A fresh (telemetry, performance) pair for judging health: CPU use by other processes
+        is measured over half a second. Blocking: call it from a worker thread."""
+        self.cpu_contention()
+        time.sleep(0.5)
+        perf = self.performance()
+        return self.telemetry(), perf
+
     def snapshot(self) -> dict[str, Any]:
         """What `status` shows: the platform, the last telemetry and the cached performance state."""
         return {

@@ -45,6 +45,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import emoji
+
 from ishowttsd.config import ConfigError, ModerationConfig
 from ishowttsd.messages import Kind, Message, Priority, User, Utterance
 
@@ -87,15 +89,6 @@ _WS = re.compile(r"\s+")
 _LINK = re.compile(
     r"(?i)\b(?:https?://|www\.)\S+"
     r"|\b[a-z0-9][a-z0-9-]*(?:\.[a-z0-9-]+)*\.(?:com|net|org|io|tv|gg|ly|cn|me|co|xyz|info|live|link|app|dev)\b(?:/\S*)?"
-)
-_EMOJI_CP = (
-    "\U0001F000-\U0001FAFF"  # pictographs, emoticons, transport, symbols, flags
-    "\u2600-\u27BF"  # misc symbols, dingbats
-    "\u2B00-\u2BFF"  # arrows, stars
-    "\u2300-\u23FF"  # technical (⌚ ⏰)
-)
-_EMOJI = re.compile(
-    f"[{_EMOJI_CP}][\U0001F3FB-\U0001F3FF\uFE0F]*(?:\u200D[{_EMOJI_CP}][\U0001F3FB-\U0001F3FF\uFE0F]*)*"
 )
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0002FFFF]")
 
@@ -469,14 +462,18 @@ class Moderator:
 
 
 def _limit_emoji(text: str, keep: int) -> str:
-    count = 0
-
-    def sub(mt: re.Match) -> str:
-        nonlocal count
-        count += 1
-        return mt.group(0) if count <= keep else ""
-
-    return _EMOJI.sub(sub, text)
+    """`text` with the emoji past the first `keep` removed. What is one emoji comes from
+    Unicode's own data (the `emoji` package): a flag, a keycap, a tag flag, a skin tone or a
+    family joined by ZWJ is one, and is kept or removed whole; ☆ and ✓ are not emoji."""
+    found = emoji.emoji_list(text)
+    if len(found) <= keep:
+        return text
+    out, pos = [], 0
+    for e in found[keep:]:
+        out.append(text[pos : e["match_start"]])
+        pos = e["match_end"]
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def _fold(text: str) -> str:

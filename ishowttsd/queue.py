@@ -19,7 +19,7 @@ import logging
 import statistics
 import time
 from collections import deque
-from typing import Callable, Iterable
+from typing import Callable
 
 import anyio
 
@@ -206,16 +206,6 @@ class SpeechQueue:
         if removed:
             self._check_flood()
         return removed
-
-    def remove(self, utt_id: int) -> Utterance | None:
-        if utt_id not in self._ids:
-            return None
-        gone = self.remove_where(lambda u: u.id == utt_id, reason="removed")
-        return gone[0] if gone else None
-
-    def clear(self, classes: Iterable[Priority] | None = None) -> list[Utterance]:
-        wanted = set(classes) if classes is not None else set(Priority)
-        return self.remove_where(lambda u: u.priority in wanted, reason="cleared")
 
     def pending(self) -> list[Utterance]:
         """Everything waiting, in the order it would be said."""

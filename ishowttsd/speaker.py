@@ -46,6 +46,7 @@ class Prepared:
     recv: Any
     cancel: threading.Event = field(default_factory=threading.Event)
     synth_done: anyio.Event = field(default_factory=anyio.Event)
+    was_cut: anyio.Event = field(default_factory=anyio.Event)  # wakes a paused play loop at once
     error: str | None = None
     cut_reason: str | None = None
     # a batch holds one slot: only its last member gives it back, once it has played
@@ -107,8 +108,16 @@ class Speaker:
         self._cut(cur, "skipped")
         return cur.utterance
 
+    def take_back(self, match: Callable[[Utterance], bool], reason: str,
+                  cut_reason: str | None = None) -> tuple[list[Utterance], list[Utterance]]:  # fmt: skip
+        """Take matching speech back wherever it is: out of the queue, and cut if it is being
+        prepared or spoken (an operator's remove or clear, a platform's deletion).
+        Returns (removed from the queue, cut)."""
+        removed = self.queue.remove_where(match, reason=reason)
+        return removed, self.cut_where(match, cut_reason or reason)
+
     def cut_where(self, pred: Callable[[Utterance], bool], reason: str) -> list[Utterance]:
-        """Cut what is playing or prepared if it matches (deletions, clear)."""
+        """Cut what is playing or prepared if it matches (use `take_back` to remove it everywhere)."""
         cut = []
         for p in [self.current, *self._preparing]:
             if p is not None and p.cut_reason is None and pred(p.utterance):
@@ -120,6 +129,7 @@ class Speaker:
         p.cut_reason = reason
         p.stats.cut = True
         p.cancel.set()
+        p.was_cut.set()
         if p is self.current:
             for r in self.sinks:
                 if r.scope is not None:
@@ -306,6 +316,18 @@ class Speaker:
             p.send.close()
             p.synth_done.set()
 
+    async def _hold(self, p: Prepared) -> None:
+        """Wait while paused, unless `p` is cut meanwhile (a removal during a pause is at once)."""
+        while self.paused and p.cut_reason is None:
+            async with anyio.create_task_group() as tg:
+
+                async def wake(ev: anyio.Event) -> None:
+                    await ev.wait()
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(wake, self._resumed)
+                tg.start_soon(wake, p.was_cut)
+
     async def _play_loop(self) -> None:
         async for p in self._ready_recv:
             try:
@@ -324,8 +346,7 @@ class Speaker:
 
     async def _play(self, p: Prepared) -> None:
         utt = p.utterance
-        while self.paused and p.cut_reason is None:
-            await self._resumed.wait()
+        await self._hold(p)
         if utt.expired() and p.cut_reason is None:
             p.cut_reason = "expired"
             p.cancel.set()
@@ -365,8 +386,7 @@ class Speaker:
             pb = Playback(utterance=utt, sample_rate=p.stats.sample_rate, stats=p.stats, _stream=rcv)
             self._tg.start_soon(self._run_sink, r, pb, finished[id(r)])
         async for chunk in _prepend(first, p.recv):
-            while self.paused and p.cut_reason is None:
-                await self._resumed.wait()
+            await self._hold(p)
             if p.cut_reason is not None:
                 break
             if p.stats.ttfa_s is None:

@@ -144,3 +144,62 @@ def test_socat_style_plain_text_session(daemon):
         while chunk := s.recv(65536):
             data += chunk
     assert json.loads(data)["id"] == "a"
+
+
+@pytest.mark.parametrize("payload", [b'{"id": 1e999999, "method": "status"}\n', b'{"id": NaN, "method": "status"}\n',
+                                     b'{"id": Infinity, "method": "status"}\n'])
+def test_non_finite_numbers_are_not_json(daemon, payload):
+    # json.loads accepts these; echoing them back would answer with something that is not JSON
+    [r] = daemon.raw(payload)
+    assert error_code(r) == "parse_error" and r["id"] is None
+
+
+@pytest.mark.parametrize("rid", [[1], {"a": 1}, True, "x" * 500])
+def test_request_ids_are_scalars(daemon, rid):
+    [r] = daemon.raw(json.dumps({"id": rid, "method": "status"}).encode() + b"\n")
+    assert error_code(r) == "invalid_request" and r["id"] is None
+
+
+@pytest.mark.parametrize(
+    "params,where",
+    [({"user": 5}, "user"), ({"user": ["a"]}, "user"), ({"user": {"name": None}}, "user.InjectUser.name"),
+     ({"user": {"name": "a", "guard": 3}}, "user.InjectUser.guard"), ({"user": {"level": "high"}}, "user.InjectUser.level"),
+     ({"kind": "superchat", "amount": -1}, "amount"), ({"kind": "superchat", "amount": 1e308, "currency": "CNY"}, "amount"),
+     ({"kind": "nonsense"}, "kind")],
+)  # fmt: skip
+def test_every_inject_field_is_validated(daemon, params, where):
+    [r] = daemon.raw(json.dumps({"id": 3, "method": "inject", "params": params}).encode() + b"\n")
+    assert error_code(r) == "invalid_params" and where in r["error"]["message"], r
+    assert daemon.request("status")["state"] == "running"
+
+
+def test_remove_needs_something_to_match(daemon):
+    [r] = daemon.raw(b'{"id": 4, "method": "queue.remove", "params": {}}\n')
+    assert error_code(r) == "invalid_params" and "id, user, platform or classes" in r["error"]["message"]
+    [r] = daemon.raw(b'{"id": 5, "method": "queue.remove", "params": {"id": 999999}}\n')
+    assert error_code(r) == "not_found"
+
+
+def test_every_error_code_is_in_the_vocabulary():
+    import re
+    from pathlib import Path
+
+    from ishowttsd.api import ERRORS
+
+    root = Path(__file__).resolve().parent.parent / "ishowttsd"
+    used = set()
+    for path in root.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        used |= set(re.findall(r'ApiError\(\s*"([a-z_]+)"', text)) | set(re.findall(r'_error\([^,]+,\s*"([a-z_]+)"', text))
+    assert used and not used - set(ERRORS), f"add to ishowttsd.api.ERRORS: {sorted(used - set(ERRORS))}"
+
+
+def test_every_verb_is_documented_and_validated():
+    from ishowttsd.api import Api, Params
+
+    verbs = [getattr(Api, a) for a in dir(Api) if getattr(getattr(Api, a), "_verb", None)]
+    assert len(verbs) >= 18
+    for fn in verbs:
+        name, params, _stream, _mutates = fn._verb
+        assert fn.__doc__, f"verb {name} needs a docstring (it is its documentation)"
+        assert issubclass(params, Params)

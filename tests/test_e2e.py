@@ -107,6 +107,42 @@ def test_queue_pause_resume_skip_clear(daemon):
     assert {e["kind"] for e in spoken_log(out)} <= {"bits", "danmaku"}
 
 
+def test_remove_takes_back_a_users_speech_waiting_or_speaking(daemon):
+    daemon.ctl("pause")
+    for i in range(3):
+        daemon.ctl("inject", f"spam {i}", "--platform", "twitch", "--user", "spammer", "--user-id", "66")
+    daemon.ctl("inject", "keep me", "--platform", "twitch", "--user", "friend")
+    q = daemon.request("queue")
+    ahead = q["prepared"] + q["pending"]
+    assert [u["user"] for u in ahead].count("spammer") == 3
+    r = daemon.ctl("remove", "--user", "SPAMMER", "--platform", "twitch")  # names compare case-insensitively
+    assert "removed" in r.stdout
+    q = daemon.request("queue")
+    left = [u["user"] for u in q["prepared"] + q["pending"]]
+    assert left == ["friend"], left
+    r = daemon.ctl("remove", check=False)
+    assert r.returncode == 1 and "invalid_params" in r.stderr
+    daemon.ctl("resume")
+
+
+def test_event_catalogue_and_filtered_watch(daemon):
+    names = {e["event"] for e in daemon.request("events")["events"]}
+    assert {"received", "spoken", "filtered", "source.state"} <= names
+    assert "spoken" in daemon.ctl("events").stdout
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(20)
+        s.connect(str(daemon.socket))
+        s.sendall(b'{"id": 1, "method": "events.watch", "params": {"events": ["filtered"]}}\n')
+        f = s.makefile("rb")
+        assert "status" in json.loads(f.readline())["result"]
+        daemon.ctl("inject", "ok line", "--platform", "twitch")
+        daemon.ctl("inject", "a badword line", "--platform", "twitch")
+        ev = json.loads(f.readline())
+        assert ev["event"] == "filtered" and ev["reason"] == "blocked_word"
+    r = daemon.ctl("watch", "--event", "nosuch", check=False)
+    assert r.returncode == 1 and "unknown event" in r.stderr
+
+
 def test_voices_and_plugins(daemon):
     voices = daemon.request("voices")["voices"]
     assert {"auto", "zh", "en"} <= {v["id"] for v in voices}

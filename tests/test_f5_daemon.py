@@ -20,7 +20,8 @@ pytest.importorskip("f5_tts")
 
 import f5_tiny  # noqa: E402
 
-from ishowttsd.control import ControlError, client_request  # noqa: E402
+from ishowttsd.api import ApiError
+from ishowttsd.control import client_request  # noqa: E402
 
 TEXT = "Hello there, how are you today?"
 
@@ -75,7 +76,7 @@ class Daemon:
                 st = self.call("status")
                 if st["state"] == "running":
                     return st
-            except (FileNotFoundError, ConnectionRefusedError, ControlError):
+            except (FileNotFoundError, ConnectionRefusedError, ApiError):
                 pass
             time.sleep(0.2)
         raise AssertionError("daemon did not get ready:\n" + "".join(self.log))
@@ -146,7 +147,7 @@ def test_daemon_speaks_with_f5_and_reloads_voices(tiny, tmp_path):
         (tmp_path / "other.wav").write_text("not audio")
         r = d.call("voices.reload", {"id": "two"})
         assert r["reloaded"] == [] and "not readable audio" in r["errors"]["two"]
-        with pytest.raises(ControlError, match=r"no \[\[voices\]\] entry with id .nobody."):
+        with pytest.raises(ApiError, match=r"no \[\[voices\]\] entry with id .nobody."):
             d.call("voices.reload", {"id": "nobody"})
         d.call("say", {"text": "Still speaking after a bad reload.", "voice": "me"})
         wait_wavs(tmp_path / "out", 3)

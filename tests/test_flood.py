@@ -27,7 +27,8 @@ from pathlib import Path
 import pytest
 from daemon_process import end_process
 
-from ishowttsd.control import ControlError, client_request
+from ishowttsd.api import ApiError
+from ishowttsd.control import client_request
 
 CONFIG = """
 [daemon]
@@ -105,7 +106,7 @@ def test_flood_stays_responsive_and_bounded(tmp_path):
             try:
                 if client_request(sock, "status", timeout=2)["state"] == "running":
                     break
-            except (OSError, ControlError):
+            except (OSError, ApiError):
                 time.sleep(0.05)
         rng = random.Random(6)
         # moderation remembers up to 20000 recent ids, texts and users: the rest must not pile up

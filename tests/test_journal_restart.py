@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 from daemon_process import end_process
 
-from ishowttsd.control import ControlError, client_request
+from ishowttsd.api import ApiError
+from ishowttsd.control import client_request
 
 CONFIG = """
 [daemon]
@@ -72,7 +73,7 @@ class DaemonProc:
             try:
                 if client_request(self.sock, "status", timeout=2)["state"] == "running":
                     return
-            except (OSError, ControlError):
+            except (OSError, ApiError):
                 pass
             time.sleep(0.05)
         raise AssertionError(f"daemon not ready: {self.log.read_text()}")

@@ -121,6 +121,14 @@ CASES = [
     ("emoji-flood", {}, twitch("gg 🎉🎉🎉🎉🎉🎉🎉🎉"), "viewer42 says: gg 🎉🎉🎉", Priority.NORMAL),
     ("emoji-none", {"max_emoji": 0}, twitch("gg 👍🏽❤️"), "viewer42 says: gg", Priority.NORMAL),
     ("emoji-only-none", {"max_emoji": 0}, bili("😀😀"), "empty", None),
+    # what one emoji is comes from Unicode's data: a flag is one and is never split into letters
+    ("emoji-flags-whole", {"max_emoji": 1}, twitch("gg 🇨🇳🇺🇸🇯🇵"), "viewer42 says: gg 🇨🇳", Priority.NORMAL),
+    ("emoji-keycaps", {"max_emoji": 1}, twitch("pick 1️⃣2️⃣3️⃣"), "viewer42 says: pick 1️⃣", Priority.NORMAL),
+    ("emoji-tag-flag", {"max_emoji": 0}, twitch("go 🏴\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f"),
+     "viewer42 says: go", Priority.NORMAL),
+    ("emoji-family-zwj", {"max_emoji": 1}, twitch("hi 👨\u200d👩\u200d👧👍🏽"), "viewer42 says: hi 👨\u200d👩\u200d👧",
+     Priority.NORMAL),
+    ("not-emoji-symbols", {"max_emoji": 0}, bili("好评☆☆☆✓"), "阿伟说：好评☆☆☆✓", Priority.NORMAL),
     ("empty-danmaku", {}, bili("   "), "empty", None),
     # -- length
     ("too-long", {"max_chars": 5}, bili("一二三四五六七"), "too_long", None),

@@ -77,9 +77,10 @@ def test_queue_invariants(bound, script):
         elif op[0] == "tick":
             clock.t += op[1]
         elif op[0] == "remove" and put:
-            q.remove(put[op[1] % len(put)].id)
+            target = put[op[1] % len(put)].id
+            q.remove_where(lambda u: u.id == target, "removed")
         elif op[0] == "clear":
-            q.clear([op[1]])
+            q.remove_where(lambda u: u.priority == op[1], "cleared")
         elif op[0] == "bound":
             q.configure(op[1], 0, "")
         # never above its bound

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from daemon_process import end_process
 
-from ishowttsd.control import ControlError, client_request
+from ishowttsd.api import ApiError
+from ishowttsd.control import client_request
 
 BASE = """
 [daemon]
@@ -54,7 +55,7 @@ def daemon(tmp_path):
             try:
                 if client_request(sock, "status", timeout=2)["state"] == "running":
                     return p
-            except (OSError, ControlError):
+            except (OSError, ApiError):
                 time.sleep(0.05)
         raise AssertionError("daemon not ready")
 

@@ -16,7 +16,8 @@ from typing import Any, Callable
 import anyio
 from daemon_process import DaemonProcess, spoken_log
 
-from ishowttsd.control import ControlError, client_request
+from ishowttsd.api import ApiError
+from ishowttsd.control import client_request
 
 
 def _toml_value(v: Any) -> str:
@@ -63,7 +64,7 @@ class RunningDaemon(DaemonProcess):
                 st = await self.call("status")
                 if st["state"] == "running":
                     return self
-            except (OSError, ControlError):
+            except (OSError, ApiError):
                 pass
             await anyio.sleep(0.1)
         raise RuntimeError(f"ishowttsd did not become ready:\n{self.log()}")

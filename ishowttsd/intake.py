@@ -1,0 +1,71 @@
+"""The message path: what sources hand in becomes speech, or is taken back.
+
+A message goes ``received`` → moderation (``moderation.py``) → the paid-speech policy
+(``paid.py``, which journals owed speech) → the queue; a rejection is published as
+``filtered`` with its reason. A platform's deletion (a deleted super chat, a timeout, a
+cleared chat) takes matching speech back, waiting or speaking, in one call.
+
+The moderation policy can be swapped at run time (a reload); what moderation remembers
+(cooldowns, recent texts and ids, open combos) carries over.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ishowttsd.events import EventBus
+from ishowttsd.messages import Deletion, Message, Priority, Utterance
+from ishowttsd.moderation import Merged, Moderator, Rejection
+
+
+class Intake:
+    """Messages and deletions from sources (and `inject`) into the queue."""
+
+    def __init__(self, moderator: Moderator, ttl: dict[Priority, float], queue, speaker, paid, events: EventBus) -> None:
+        self.moderator = moderator
+        self.ttl = ttl
+        self.queue = queue
+        self.speaker = speaker
+        self.paid = paid
+        self.events = events
+
+    def swap(self, moderator: Moderator, ttl: dict[Priority, float]) -> None:
+        """Use a new moderation policy from now on (its state is the old one's)."""
+        self.moderator, self.ttl = moderator, ttl
+
+    def deadline(self, priority: Priority) -> float | None:
+        """When speech of this class, accepted now, goes stale."""
+        ttl = self.ttl.get(priority)
+        return None if ttl is None else time.monotonic() + ttl
+
+    def message(self, source: str | None, m: Message) -> Utterance | Rejection:
+        """One message from a source (`None`: the control API's `inject`)."""
+        name = source or "control"
+        self.events.publish("received", source=name, platform=m.platform, kind=m.kind.value, user=m.user.name,
+                            text=m.text, message_id=m.id)  # fmt: skip
+        result = self.moderator.moderate(m, source=name, flood=self.queue.flooded, is_pending=self.queue.contains)
+        if isinstance(result, Rejection):
+            self.events.publish("filtered", source=name, platform=m.platform, kind=m.kind.value, user=m.user.name,
+                                reason=result.reason, detail=result.detail)  # fmt: skip
+            return result
+        if isinstance(result, Merged):  # a gift combo grew: the waiting utterance says the total
+            self.events.publish("merged", **result.utterance.event_fields(), total=result.total, message_id=m.id)
+            self.paid.merged(result.utterance)
+            return result.utterance
+        self.paid.accepted(result)  # journaled before the queue (or its bound) can touch it
+        self.queue.put(result)
+        return result
+
+    def deletion(self, source: str | None, d: Deletion) -> None:
+        """A platform took messages back: their speech goes, waiting or speaking."""
+        ids = set(d.message_ids)
+
+        def match(u: Utterance) -> bool:
+            m = u.message
+            if m is None or m.platform != d.platform:
+                return False
+            return d.everything or bool(m.id and m.id in ids) or (d.user_id is not None and m.user.id == d.user_id)
+
+        removed, cut = self.speaker.take_back(match, f"deleted:{d.reason or 'platform'}", cut_reason="deleted")
+        self.events.publish("deletion", platform=d.platform, message_ids=d.message_ids, user_id=d.user_id,
+                            everything=d.everything, removed=len(removed), cut=len(cut))  # fmt: skip
