@@ -38,9 +38,9 @@ class SourceContext:
 class Source(Part):
     """Base class for sources. Subclasses set `type`, maybe `Settings`, and write `run()`.
 
-    `run()` runs until cancelled (live sources reconnect inside it, with
-    :class:`ishowttsd.backoff.Backoff`) or returns when a finite source is done (set
-    `finite = True`). It calls :meth:`emit` for each message and :meth:`delete` for each
+    `run()` runs until cancelled (a live source hands its session to
+    :class:`ishowttsd.reconnect.Reconnector`, which reconnects with backoff and reports the
+    connection state) or returns when a finite source is done (set `finite = True`). It calls :meth:`emit` for each message and :meth:`delete` for each
     deletion; both are cheap and never block. It reports its connection with
     :meth:`set_state` so `status` and health can show it.
     """

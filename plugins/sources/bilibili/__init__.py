@@ -18,7 +18,7 @@ SEND_GIFT_V2 (protobuf), SUPER_CHAT_MESSAGE, GUARD_BUY / USER_TOAST_MSG_V2 (one 
 once), the LIVE_OPEN_PLATFORM_* equivalents; SUPER_CHAT_MESSAGE_DELETE becomes a Deletion;
 LOG_IN_NOTICE becomes a warning in ``status``. Other commands are counted as ``ignored``. Every endpoint is
 overridable (``api_base``, ``live_api_base``, ``ws_url``, ``open_api_base``) for tests and
-mirrors. Reconnects use :class:`ishowttsd.backoff.Backoff`; risk-control answers (-352, HTTP 412)
+mirrors. Reconnects use :class:`ishowttsd.reconnect.Backoff`; risk-control answers (-352, HTTP 412)
 wait at least ``risk_control_delay`` seconds, because fast retries make them last longer.
 
 The package's files are named for their jobs: ``wire.py`` (packet framing and protobuf),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from ishowttsd.backoff import BackoffSettings
+from ishowttsd.reconnect import BackoffSettings
 from ishowttsd.source import SourceSettings
 
 from .wire import DEFAULT_MAX_DECOMPRESSED

@@ -14,10 +14,11 @@ from typing import Any, Iterable
 import anyio
 import httpx
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.exceptions import ConnectionClosed
 
 from ishowttsd.config import read_secret
 from ishowttsd.messages import Deletion, Kind, Message, as_int, as_str
+from ishowttsd.reconnect import Reconnector, SessionEnded, describe_error
 from ishowttsd.source import Source
 
 from .commands import Event, GameEnded, Ignored, LoginNotice, parse_command
@@ -36,17 +37,16 @@ if logging.getLogger("httpx").level == logging.NOTSET:
 FALLBACK_WS = "wss://broadcastlv.chat.bilibili.com:443/sub"
 
 
-class Retry(Exception):
-    """A session ended for a reason worth a status line; `least` is a minimum wait."""
+class Retry(SessionEnded):
+    """A session ended for a reason worth a status line; `rediscover` drops the cached token and hosts."""
 
-    def __init__(self, message: str, least: float = 0.0, rediscover: bool = False) -> None:
-        super().__init__(message)
-        self.least = least
+    def __init__(self, reason: str, least: float = 0.0, rediscover: bool = False) -> None:
+        super().__init__(reason, least=least)
         self.rediscover = rediscover
 
 
 class RiskControl(Retry):
-    pass
+    """Bilibili refused us for risk control (-352, HTTP 412): retrying fast makes it last longer."""
 
 
 # Open Platform answer codes worth a sentence in `status` (from the platform's public error table)
@@ -76,7 +76,7 @@ class BilibiliSource(Source):
         super().__init__(settings, ctx)
         self.s: BilibiliSettings = settings
         self.open = settings.app_id is not None
-        self.backoff = self.s.reconnect.make()
+        self.link = Reconnector(self, self.s.reconnect.make())
         # secrets are read up front so a bad path is a config error at start, not a retry loop
         cfg = ctx.config
         self._sessdata = read_secret(self.s.sessdata_file, self.s.sessdata_env, f"sources[{self.name}].sessdata", cfg)
@@ -93,7 +93,6 @@ class BilibiliSource(Source):
         self._wbi: tuple[str, str, float] | None = None  # img key, sub key, fetched at
         self._token: tuple[str, list[str], float] | None = None  # token, urls, fetched at
         self._host_index = 0
-        self._streak = 0
         self._game_id: str | None = None
         self._recent_guards: dict[tuple[str, int], float] = {}
         self.warnings: list[str] = []
@@ -125,32 +124,15 @@ class BilibiliSource(Source):
         self._http = httpx.AsyncClient(
             timeout=self.s.http_timeout, headers={"User-Agent": self.s.user_agent}, follow_redirects=True
         )
-        while True:
-            self._connecting("starting the Open Platform session" if self.open else "discovering the room")
-            try:
-                if self.open:
-                    await self._open_session()
-                else:
-                    await self._web_session()
-                raise Retry("the server closed the connection")
-            except Exception as exc:
-                e = first_error(exc)
-                least, rediscover = 0.0, False
-                if isinstance(e, Retry):
-                    reason, least, rediscover = str(e), e.least, e.rediscover
-                elif isinstance(e, (httpx.HTTPError, OSError, WebSocketException, TimeoutError, asyncio.TimeoutError)):
-                    reason = _describe(e)
-                else:  # a bug or a surprise: report it and keep the source alive
-                    self.log.error("unexpected error in the session", exc_info=e)
-                    reason = f"unexpected {type(e).__name__}: {e}"
-            self._streak += 1
-            self._host_index += 1
-            if rediscover or self._streak % self.s.rediscover_after == 0:
-                self._token = None
-            delay = max(self.backoff.next_delay(), least)
-            self.counters["reconnects"] += 1
-            self.set_state("backoff", f"{reason}; reconnecting in {delay:.1f} s", error=reason)
-            await anyio.sleep(delay)
+        session = self._open_session if self.open else self._web_session
+        detail = "starting the Open Platform session" if self.open else "discovering the room"
+        await self.link.run(session, detail, on_failure=self._failed)
+
+    def _failed(self, error: BaseException) -> None:
+        # the next attempt tries the next host; a refused token, or a streak, asks for fresh ones
+        self._host_index += 1
+        if getattr(error, "rediscover", False) or self.link.streak % self.s.rediscover_after == 0:
+            self._token = None
 
     async def close(self) -> None:
         if self.open and self._game_id and self._http is not None:
@@ -159,7 +141,7 @@ class BilibiliSource(Source):
                     await self._open_call("/v2/app/end", {"app_id": self.s.app_id, "game_id": self._game_id})
                 self.log.info("Open Platform session %s ended", self._game_id)
             except Exception as e:
-                self.log.warning("could not end the Open Platform session: %s", _describe(e))
+                self.log.warning("could not end the Open Platform session: %s", describe_error(e) or repr(e))
             self._game_id = None
         if self._http is not None:
             await self._http.aclose()
@@ -315,7 +297,7 @@ class BilibiliSource(Source):
                     try:
                         await self._open_call("/v2/app/end", {"app_id": self.s.app_id, "game_id": game})
                     except Exception as e:
-                        self.log.info("ending Open Platform session %s failed: %s", game, _describe(e))
+                        self.log.info("ending Open Platform session %s failed: %s", game, describe_error(e) or repr(e))
                     else:
                         self._game_id = None
 
@@ -327,15 +309,8 @@ class BilibiliSource(Source):
 
     # -- the websocket, shared by both routes -----------------------------------------------------
 
-    def _connecting(self, detail: str) -> None:
-        # after a failure the source stays "down" (a warning in health) until it is connected again
-        if self._streak:
-            self.set_state("down", f"reconnecting (attempt {self._streak + 1}): {detail}")
-        else:
-            self.set_state("connecting", detail)
-
     async def _websocket(self, url: str, auth_packet: bytes, what: str) -> None:
-        self._connecting(f"{what} via {_host(url)}")
+        self.link.connecting(f"{what} via {_host(url)}")
         headers = {"Origin": "https://live.bilibili.com"}
         async with ws_connect(
             url, additional_headers=headers, user_agent_header=self.s.user_agent, max_size=self.s.max_frame,
@@ -355,10 +330,8 @@ class BilibiliSource(Source):
             if code != 0:
                 hint = "the token was refused; fetching a new one" if code == -101 else "authentication refused"
                 raise Retry(f"websocket auth answered code {code}: {hint}", rediscover=True)
-            self.backoff.connected()
-            self._streak = 0
-            self.set_state("connected", f"{what} via {_host(url)}" + (" (anonymous)" if not self.open and not self.uid else ""))
-            self.ctx.events.publish("source.connected", source=self.name, room=self.real_room, host=_host(url))
+            self.link.connected(f"{what} via {_host(url)}" + (" (anonymous)" if not self.open and not self.uid else ""),
+                                room=self.real_room, host=_host(url))  # fmt: skip
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._heartbeat, ws)
                 try:
@@ -440,35 +413,10 @@ class BilibiliSource(Source):
         self._recent_guards[key] = now
         return False
 
+
 def _host(url: str) -> str:
     return urllib.parse.urlsplit(url).netloc or url
 
 
 def _path(url: str) -> str:
     return urllib.parse.urlsplit(url).path or url
-
-
-def _describe(e: BaseException) -> str:
-    """A one-line, secret-free description of a connection error."""
-    if isinstance(e, InvalidStatus):
-        return f"websocket handshake refused (HTTP {e.response.status_code})"
-    if isinstance(e, httpx.HTTPStatusError):
-        return f"HTTP {e.response.status_code} from {_path(str(e.request.url))}"
-    if isinstance(e, httpx.HTTPError):
-        try:
-            where = _host(str(e.request.url))
-        except RuntimeError:
-            where = "the API"
-        return f"{type(e).__name__} talking to {where}: {e}".rstrip(": ")
-    if isinstance(e, (TimeoutError, asyncio.TimeoutError)):
-        return "timed out"
-    if isinstance(e, OSError):
-        return f"cannot connect: {e.strerror or e}"
-    return f"{type(e).__name__}: {e}"
-
-
-def first_error(e: BaseException) -> BaseException:
-    """The first real error inside (possibly nested) exception groups from task groups."""
-    while getattr(e, "exceptions", None):
-        e = e.exceptions[0]
-    return e
