@@ -179,7 +179,18 @@ def test_open_platform_commands():
     sc = commands.parse_command(bf.open_superchat(5, "t", "o", "n", 30))
     assert sc.kind == Kind.SUPERCHAT and sc.id == "5" and sc.amount == 30
     d = commands.parse_command({"cmd": "LIVE_OPEN_PLATFORM_SUPER_CHAT_DEL", "data": {"message_ids": [5]}})
-    assert d.message_ids == ["5"]
+    assert isinstance(d, Deletion) and d.message_ids == ["5"] and d.reason == "superchat_deleted"
+
+
+@pytest.mark.parametrize("cmd, key", [("SUPER_CHAT_MESSAGE_DELETE", "ids"), ("LIVE_OPEN_PLATFORM_SUPER_CHAT_DEL", "message_ids")])
+def test_superchat_deletions_of_both_routes_read_their_own_key(cmd, key):
+    d = commands.parse_command({"cmd": cmd, "data": {key: [7, "8"]}})
+    assert d == Deletion(platform="bilibili", message_ids=["7", "8"], reason="superchat_deleted")
+    other = "message_ids" if key == "ids" else "ids"
+    with pytest.raises(KeyError):
+        commands.parse_command({"cmd": cmd, "data": {other: [7]}})
+    with pytest.raises(TypeError, match=f"{cmd} data.{key} is not a list"):
+        commands.parse_command({"cmd": cmd, "data": {key: "7"}})
     guard = commands.parse_command({"cmd": "LIVE_OPEN_PLATFORM_GUARD", "data": {
         "user_info": {"open_id": "o", "uname": "n"}, "guard_level": 3, "guard_num": 1, "price": 198000}})
     assert guard.kind == Kind.GUARD and guard.user.id == "o"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from ishowttsd.messages import Deletion, Kind, Message, User, as_int, as_str
@@ -78,6 +79,19 @@ class Ignored(Exception):
 def _uid(v: Any) -> str:
     n = as_int(v)
     return str(n) if n > 0 else ""  # uid 0 is "masked / unknown", not a user
+
+
+def _gold(gold: int, paid: bool = True) -> dict[str, Any]:
+    """A Message's amount and currency for a price in gold (1000 gold = 1 CNY); none when free."""
+    if paid and gold:
+        return {"amount": round(gold / 1000, 3), "currency": "CNY"}
+    return {"amount": None, "currency": None}
+
+
+def _guard(user: User, level: int, num: int, price: int, msg_id: str, room: str, **extra: Any) -> Message:
+    """A guard purchase, from any route: `num` months at `price` gold a month."""
+    return Message(platform=PLATFORM, kind=Kind.GUARD, user=user, id=msg_id, room=room, **_gold(price * num),
+                   extra={"guard_level": level, "num": num, "months": num, **extra})  # fmt: skip
 
 
 def parse_command(obj: Any, room: str = "") -> Event:
@@ -155,8 +169,7 @@ def _gift(_obj: dict, d: dict, room: str) -> Message:
             id=_uid(d.get("uid")), name=as_str(d["uname"]), membership=membership(as_int(d.get("guard_level"))),
             medal_name=as_str(medal.get("medal_name")), medal_level=as_int(medal.get("medal_level")),
         ),  # fmt: skip
-        amount=round(total / 1000, 3) if paid and total else None,  # 1000 gold = 1 CNY
-        currency="CNY" if paid and total else None,
+        **_gold(total, paid),
         id=as_str(d.get("tid") or d.get("rnd")),
         room=room,
         extra={"gift": as_str(d["giftName"]), "num": num, "combo_id": combo, "coin_type": as_str(d.get("coin_type")),
@@ -180,9 +193,7 @@ def _gift_v2(_obj: dict, d: dict, room: str) -> Message:
     return Message(
         platform=PLATFORM, kind=Kind.GIFT,
         user=User(id=_uid(pb_one(top, 1, int, 0)), name=pb_text(top, 2), membership=membership(pb_one(top, 5, int, 0))),
-        amount=round(total / 1000, 3) if paid and total else None,
-        currency="CNY" if paid and total else None,
-        id=pb_text(item, 9), room=room,
+        **_gold(total, paid), id=pb_text(item, 9), room=room,
         extra={"gift": pb_text(item, 2), "num": num, "coin_type": coin_type, "paid": paid, "combo_id": ""},
     )  # fmt: skip
 
@@ -206,27 +217,20 @@ def _superchat(_obj: dict, d: dict, room: str) -> Message:
     )
 
 
-def _superchat_delete(_obj: dict, d: dict, _room: str) -> Deletion:
-    ids = d["ids"]
+def _superchat_delete(obj: dict, d: dict, _room: str, ids_key: str) -> Deletion:
+    # both routes take super chats back the same way; only the key of the id list differs
+    ids = d[ids_key]
     if not isinstance(ids, list):
-        raise TypeError("SUPER_CHAT_MESSAGE_DELETE data.ids is not a list")
+        raise TypeError(f"{command_name(obj)} data.{ids_key} is not a list")
     return Deletion(platform=PLATFORM, message_ids=[as_str(i) for i in ids], reason="superchat_deleted")
 
 
 def _guard_buy(_obj: dict, d: dict, room: str) -> Message:
     level = as_int(d["guard_level"])
-    num = as_int(d.get("num"), 1)
-    price = as_int(d.get("price"))
-    return Message(
-        platform=PLATFORM,
-        kind=Kind.GUARD,
-        user=User(id=_uid(d.get("uid")), name=as_str(d["username"]), membership=membership(level)),
-        amount=round(price * num / 1000, 3) if price else None,
-        currency="CNY" if price else None,
-        id=f"guard-{_uid(d.get('uid'))}-{as_int(d.get('start_time'))}",
-        room=room,
-        extra={"guard_level": level, "num": num, "months": num, "gift": as_str(d.get("gift_name"))},
-    )  # fmt: skip
+    uid = _uid(d.get("uid"))
+    user = User(id=uid, name=as_str(d["username"]), membership=membership(level))
+    return _guard(user, level, as_int(d.get("num"), 1), as_int(d.get("price")),
+                  f"guard-{uid}-{as_int(d.get('start_time'))}", room, gift=as_str(d.get("gift_name")))  # fmt: skip
 
 
 def _user_toast(_obj: dict, d: dict, room: str) -> Message:
@@ -234,20 +238,11 @@ def _user_toast(_obj: dict, d: dict, room: str) -> Message:
     gi = d.get("guard_info") or {}
     pi = d.get("pay_info") or {}
     level = as_int(gi.get("guard_level"))
-    num = as_int(pi.get("num"), 1)
-    price = as_int(pi.get("price"))
     uid = _uid(su.get("uid"))
-    return Message(
-        platform=PLATFORM,
-        kind=Kind.GUARD,
-        user=User(id=uid, name=as_str((su.get("base") or {}).get("name")),
-                  membership=as_str(gi.get("role_name")) or membership(level)),
-        amount=round(price * num / 1000, 3) if price else None,
-        currency="CNY" if price else None,
-        id=f"guard-{uid}-{as_int(gi.get('start_time'))}",
-        room=room,
-        extra={"guard_level": level, "num": num, "months": num, "unit": as_str(pi.get("unit"))},
-    )  # fmt: skip
+    user = User(id=uid, name=as_str((su.get("base") or {}).get("name")),
+                membership=as_str(gi.get("role_name")) or membership(level))  # fmt: skip
+    return _guard(user, level, as_int(pi.get("num"), 1), as_int(pi.get("price")),
+                  f"guard-{uid}-{as_int(gi.get('start_time'))}", room, unit=as_str(pi.get("unit")))  # fmt: skip
 
 
 def _login_notice(_obj: dict, d: dict, _room: str) -> LoginNotice:
@@ -285,9 +280,7 @@ def _open_gift(_obj: dict, d: dict, room: str) -> Message:
     price = as_int(d.get("price"))  # per gift, 1000 = 1 CNY
     combo = d.get("combo_info") if isinstance(d.get("combo_info"), dict) else {}
     return Message(
-        platform=PLATFORM, kind=Kind.GIFT, user=_open_user(d),
-        amount=round(price * num / 1000, 3) if paid and price else None,
-        currency="CNY" if paid and price else None,
+        platform=PLATFORM, kind=Kind.GIFT, user=_open_user(d), **_gold(price * num, paid),
         id=as_str(d.get("msg_id")), room=room or as_str(d.get("room_id")),
         extra={"gift": as_str(d["gift_name"]), "num": num, "combo_id": as_str(combo.get("combo_id")), "paid": paid},
     )  # fmt: skip
@@ -296,16 +289,9 @@ def _open_gift(_obj: dict, d: dict, room: str) -> Message:
 def _open_guard(_obj: dict, d: dict, room: str) -> Message:
     u = d["user_info"]
     level = as_int(d.get("guard_level"))
-    num = as_int(d.get("guard_num"), 1)
-    price = as_int(d.get("price"))
-    return Message(
-        platform=PLATFORM, kind=Kind.GUARD,
-        user=User(id=as_str(u.get("open_id")) or _uid(u.get("uid")), name=as_str(u.get("uname")), membership=membership(level)),
-        amount=round(price * num / 1000, 3) if price else None,
-        currency="CNY" if price else None,
-        id=as_str(d.get("msg_id")), room=room or as_str(d.get("room_id")),
-        extra={"guard_level": level, "num": num, "months": num, "unit": as_str(d.get("guard_unit"))},
-    )  # fmt: skip
+    user = User(id=as_str(u.get("open_id")) or _uid(u.get("uid")), name=as_str(u.get("uname")), membership=membership(level))
+    return _guard(user, level, as_int(d.get("guard_num"), 1), as_int(d.get("price")), as_str(d.get("msg_id")),
+                  room or as_str(d.get("room_id")), unit=as_str(d.get("guard_unit")))  # fmt: skip
 
 
 def _open_superchat(_obj: dict, d: dict, room: str) -> Message:
@@ -314,13 +300,6 @@ def _open_superchat(_obj: dict, d: dict, room: str) -> Message:
         amount=float(d["rmb"]), currency="CNY", id=as_str(d["message_id"]),
         room=room or as_str(d.get("room_id")),
     )  # fmt: skip
-
-
-def _open_superchat_del(_obj: dict, d: dict, _room: str) -> Deletion:
-    ids = d["message_ids"]
-    if not isinstance(ids, list):
-        raise TypeError("LIVE_OPEN_PLATFORM_SUPER_CHAT_DEL data.message_ids is not a list")
-    return Deletion(platform=PLATFORM, message_ids=[as_str(i) for i in ids], reason="superchat_deleted")
 
 
 def _open_end(_obj: dict, d: Any, _room: str) -> GameEnded:
@@ -332,7 +311,7 @@ _COMMANDS = {
     "SEND_GIFT": _gift,
     "SEND_GIFT_V2": _gift_v2,
     "SUPER_CHAT_MESSAGE": _superchat,
-    "SUPER_CHAT_MESSAGE_DELETE": _superchat_delete,
+    "SUPER_CHAT_MESSAGE_DELETE": partial(_superchat_delete, ids_key="ids"),
     "GUARD_BUY": _guard_buy,
     "USER_TOAST_MSG_V2": _user_toast,
     "LOG_IN_NOTICE": _login_notice,
@@ -340,6 +319,6 @@ _COMMANDS = {
     "LIVE_OPEN_PLATFORM_SEND_GIFT": _open_gift,
     "LIVE_OPEN_PLATFORM_GUARD": _open_guard,
     "LIVE_OPEN_PLATFORM_SUPER_CHAT": _open_superchat,
-    "LIVE_OPEN_PLATFORM_SUPER_CHAT_DEL": _open_superchat_del,
+    "LIVE_OPEN_PLATFORM_SUPER_CHAT_DEL": partial(_superchat_delete, ids_key="message_ids"),
     "LIVE_OPEN_PLATFORM_INTERACTION_END": _open_end,
 }
