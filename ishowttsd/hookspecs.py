@@ -1,8 +1,16 @@
 """Hook specifications: the whole plugin API of ishowttsd.
 
-A plugin is a module (a file in a plugin folder, or a module named by an entry point in the
-``ishowtts`` group) with functions decorated by :data:`hookimpl`. Each registration hook
-receives a ``register`` callback; call it once per class you provide::
+A plugin is a module or a package: a ``*.py`` file or a folder with an ``__init__.py`` in a
+plugin folder (a package's relative imports work), or a module named by an entry point in the
+``ishowtts`` group. The built-ins are plugins like any other (``DEFAULT_PLUGINS`` in
+:mod:`ishowttsd.plugins`) and use only what a plugin may use: this module,
+:mod:`ishowttsd.source`, :mod:`ishowttsd.sink`, :mod:`ishowttsd.engines.base`,
+:mod:`ishowttsd.messages` (the values and the payload readers ``as_int``/``as_str``),
+:mod:`ishowttsd.reconnect` (the backoff and the session loop of a live source), and
+``read_secret`` and ``ConfigError`` from :mod:`ishowttsd.config`.
+
+Plugins use functions decorated by :data:`hookimpl`. Each registration hook receives a
+``register`` callback; call it once per class you provide::
 
     from ishowttsd.hookspecs import hookimpl
     from ishowttsd.source import Source

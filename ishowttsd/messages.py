@@ -142,6 +142,23 @@ def _type_names(types: tuple[type, ...]) -> str:
     return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
+def as_int(v: Any, default: int = 0) -> int:
+    """A field of a platform's payload as an int; `default` when it is missing or no number.
+
+    Payloads are untrusted: a string, a null or an overflowing float where a number belongs
+    must not lose the rest of the message. Sources (and moderation, reading `extra`) use this.
+    """
+    try:
+        return int(v)
+    except (TypeError, ValueError, OverflowError):
+        return default
+
+
+def as_str(v: Any) -> str:
+    """A field of a platform's payload as text: strings as they are, None as "", others by str()."""
+    return v if isinstance(v, str) else ("" if v is None else str(v))
+
+
 @dataclass
 class Deletion:
     """A platform took something back: queued or playing speech for it must go.

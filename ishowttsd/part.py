@@ -1,4 +1,5 @@
-"""What sources and sinks share: a name, a state that `status` and health show, and counters."""
+"""What sources and sinks share: their table's common keys, a name, a state that `status` and
+health show, and counters."""
 
 from __future__ import annotations
 
@@ -6,23 +7,38 @@ import logging
 from collections import Counter
 from typing import Any, ClassVar
 
+from pydantic import BaseModel, ConfigDict
+
 from ishowttsd.events import EventBus
 
 
+class PartSettings(BaseModel):
+    """Keys every `[[sources]]` and `[[sinks]]` table has; a plugin's Settings subclass adds its
+    own (as `SourceSettings` / `SinkSettings`). Unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: str
+    name: str | None = None
+    enabled: bool = True
+
+
 class Part:
-    """A named, stateful piece of the pipeline; `role` names its events ("source.state")."""
+    """A named, stateful piece of the pipeline, built from its config table and the context the
+    daemon hands over (a SourceContext or SinkContext); `role` names its events ("source.state")."""
 
     role: ClassVar[str]
     type: ClassVar[str]
 
-    def __init__(self, name: str, events: EventBus) -> None:
-        self.name = name
-        self.log = logging.getLogger(f"ishowttsd.{self.role}.{name}")
+    def __init__(self, settings: PartSettings, ctx: Any) -> None:
+        self.settings = settings
+        self.ctx = ctx
+        self.name = settings.name or settings.type
+        self.log = logging.getLogger(f"ishowttsd.{self.role}.{self.name}")
         self.state = "starting"
         self.detail = ""
         self.last_error: str | None = None
         self.counters: Counter[str] = Counter()
-        self._events = events
+        self._events: EventBus = ctx.events
 
     def set_state(self, state: str, detail: str = "", error: str | None = None) -> None:
         """Report a state (connected, backoff, down, ok, error...) with a detail and an error."""

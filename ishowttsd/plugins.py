@@ -1,10 +1,11 @@
 """The plugin manager: finds and loads plugins, isolates the broken ones, keeps the registries.
 
-Loading order: internal plugins (the engines), the built-in source and sink plugins (files in
-the repo's `plugins/sources` and `plugins/sinks`, shipped inside the wheel), modules named by
-the `ishowtts` entry-point group, then `*.py` files in the drop-in folders. pluggy isolates
-nothing, so each plugin is loaded and called in its own try/except: a broken one is reported
-and skipped, and the daemon goes on (unless `strict`).
+Loading order: the modules named in :data:`DEFAULT_PLUGINS` (the engines, then the built-in
+sources and sinks, which live in the repo's `plugins/sources` and `plugins/sinks` and ship
+inside the wheel as :mod:`ishowttsd.builtin_plugins`), modules named by the `ishowtts`
+entry-point group, then the drop-ins: `*.py` files and package folders (with an `__init__.py`)
+in the plugin folders. pluggy isolates nothing, so each plugin is loaded and called in its own
+try/except: a broken one is reported and skipped, and the daemon goes on (unless `strict`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 import pluggy
 
-from ishowttsd import hookspecs
+from ishowttsd import builtin_plugins, hookspecs
 from ishowttsd.engines.base import Engine
 from ishowttsd.sink import Sink
 from ishowttsd.source import Source
@@ -35,33 +36,37 @@ ENTRY_POINT_GROUP = "ishowtts"
 # like pytest's PYTEST_DISABLE_PLUGIN_AUTOLOAD: tests and debugging load only what is asked
 DISABLE_AUTOLOAD_ENV = "ISHOWTTS_DISABLE_PLUGIN_AUTOLOAD"
 
-INTERNAL_PLUGINS = ("ishowttsd.engines",)
-_PACKAGE_DIR = Path(__file__).resolve().parent
-
-
-def builtin_plugin_dir() -> Path:
-    """Where the built-in plugin files are: inside the wheel, or the checkout's `plugins/`."""
-    installed = _PACKAGE_DIR / "_builtin_plugins"
-    if installed.is_dir():
-        return installed
-    return _PACKAGE_DIR.parent / "plugins"
-
-
-def checkout_dropin_dir() -> Path | None:
-    """The repo's own `plugins/` folder, when running from a checkout."""
-    d = _PACKAGE_DIR.parent / "plugins"
-    return d if (d / "sources").is_dir() and not (_PACKAGE_DIR / "_builtin_plugins").is_dir() else None
+BUILTIN_PACKAGE = builtin_plugins.__name__
+# what ships with the daemon, as importable modules (a plugin file or package folder each);
+# a test fails when a file or folder in plugins/sources or plugins/sinks is missing here
+DEFAULT_PLUGINS = (
+    "ishowttsd.engines",
+    f"{BUILTIN_PACKAGE}.sources.bilibili",
+    f"{BUILTIN_PACKAGE}.sources.replay",
+    f"{BUILTIN_PACKAGE}.sources.twitch",
+    f"{BUILTIN_PACKAGE}.sinks.alsa",
+    f"{BUILTIN_PACKAGE}.sinks.file",
+    f"{BUILTIN_PACKAGE}.sinks.obs",
+)
+BUILTIN_KINDS = ("sources", "sinks")
+# drop-in plugins are imported as submodules of this name (a package of their own each)
+DROPIN_PACKAGE = "ishowtts_plugins"
 
 
 def default_dropin_dirs() -> list[Path]:
+    """The checkout's `plugins/` folder (when running from one), then the system and user folders."""
     dirs = []
-    repo = checkout_dropin_dir()
-    if repo:
-        dirs.append(repo)
+    if builtin_plugins.CHECKOUT_PLUGINS is not None:
+        dirs.append(builtin_plugins.CHECKOUT_PLUGINS)
     dirs.append(Path("/etc/ishowtts/plugins"))
     xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     dirs.append(Path(xdg) / "ishowtts" / "plugins")
     return dirs
+
+
+def builtin_folders() -> set[Path]:
+    """The folders that hold the built-ins (`plugins/sources`, `plugins/sinks`): never drop-ins."""
+    return {(Path(p) / kind).resolve() for p in builtin_plugins.__path__ for kind in BUILTIN_KINDS}
 
 
 class PluginRefused(Exception):
@@ -88,25 +93,48 @@ class PluginRecord:
         }
 
 
-def check_not_writable_by_others(path: Path) -> None:
-    """Refuse a file or folder that a user other than its owner could change."""
+def check_not_writable_by_others(path: Path, fix: str | None = None) -> None:
+    """Refuse a file or folder that a user other than its owner could change.
+
+    `fix` names what to repair when `path` is part of a larger whole (a package plugin's file).
+    """
     st = path.stat()
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         who = "everyone" if st.st_mode & stat.S_IWOTH else "its group"
         raise PluginRefused(
             f"{path} is writable by {who}; anyone who can write it could run code as this daemon. "
-            f"Fix with: chmod go-w {path}"
+            f"Fix with: chmod {'-R go-w ' + fix if fix else 'go-w ' + str(path)}"
         )
     if st.st_uid not in (0, os.getuid()):
-        raise PluginRefused(f"{path} belongs to uid {st.st_uid}, not to root or this user (uid {os.getuid()})")
+        raise PluginRefused(
+            f"{path} belongs to uid {st.st_uid}, not to root or this user (uid {os.getuid()}); "
+            f"give it to one of them: chown {'-R ' if fix else ''}{os.getuid()} {fix or path}"
+        )
 
 
-def load_module_from_path(name: str, path: Path) -> ModuleType:
-    """Import a .py file as module `name` (reused if already imported from the same file)."""
+def check_package_not_writable_by_others(folder: Path) -> None:
+    """Refuse a package plugin if its folder or anything in it (cached bytecode included)
+    could be changed by another user."""
+    seen: set[tuple[int, int]] = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        st = os.stat(root)
+        if (st.st_dev, st.st_ino) in seen:  # a link back up the tree
+            dirs.clear()
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        check_not_writable_by_others(Path(root), fix=str(folder))
+        for name in files:
+            check_not_writable_by_others(Path(root) / name, fix=str(folder))
+
+
+def load_module_from_path(name: str, path: Path, package: bool = False) -> ModuleType:
+    """Import a .py file (or a package folder's `__init__.py`, with `package=True`) as module
+    `name`; reused if already imported from the same file. A package's relative imports work."""
     existing = sys.modules.get(name)
     if existing is not None and getattr(existing, "__file__", None) == str(path):
         return existing
-    spec = importlib.util.spec_from_file_location(name, path)
+    locations = [str(path.parent)] if package else None
+    spec = importlib.util.spec_from_file_location(name, path, submodule_search_locations=locations)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot import {path}")
     module = importlib.util.module_from_spec(spec)
@@ -114,15 +142,25 @@ def load_module_from_path(name: str, path: Path) -> ModuleType:
     try:
         spec.loader.exec_module(module)
     except BaseException:
-        sys.modules.pop(name, None)
+        for loaded in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
+            sys.modules.pop(loaded, None)
         raise
     return module
 
 
+def _dropin_parent() -> ModuleType:
+    """The package drop-ins are imported into, so `ishowtts_plugins.<name>` is a real module path."""
+    parent = sys.modules.get(DROPIN_PACKAGE)
+    if parent is None:
+        parent = ModuleType(DROPIN_PACKAGE, "The drop-in plugins, one submodule each (loaded by ishowttsd.plugins).")
+        parent.__path__ = []  # submodules are loaded by file, never searched for
+        sys.modules[DROPIN_PACKAGE] = parent
+    return parent
+
+
 def load_builtin(relpath: str) -> ModuleType:
     """Import a built-in plugin module, e.g. `load_builtin("sources/replay")`."""
-    path = builtin_plugin_dir() / f"{relpath}.py"
-    return load_module_from_path("ishowtts_builtin." + relpath.replace("/", "."), path)
+    return importlib.import_module(f"{BUILTIN_PACKAGE}.{relpath.replace('/', '.')}")
 
 
 class PluginManager:
@@ -144,15 +182,12 @@ class PluginManager:
         """Load every plugin in the documented order and collect their registrations."""
         if autoload is None:
             autoload = not os.environ.get(DISABLE_AUTOLOAD_ENV)
-        for modname in INTERNAL_PLUGINS:
-            self._add(PluginRecord(modname, "internal"), lambda m=modname: importlib.import_module(m))
-        bdir = builtin_plugin_dir()
-        for sub in ("sources", "sinks"):
-            for path in sorted((bdir / sub).glob("*.py")):
-                if path.name.startswith("_"):
-                    continue
-                rel = f"{sub}/{path.stem}"
-                self._add(PluginRecord(rel, "builtin", str(path)), lambda r=rel: load_builtin(r))
+        for modname in DEFAULT_PLUGINS:
+            if modname.startswith(BUILTIN_PACKAGE + "."):
+                rec = PluginRecord(modname.removeprefix(BUILTIN_PACKAGE + ".").replace(".", "/"), "builtin")
+            else:
+                rec = PluginRecord(modname, "internal")
+            self._add(rec, lambda m=modname: importlib.import_module(m))
         if autoload:
             for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
                 self._add(PluginRecord(ep.name, "entrypoint", ep.value), ep.load)
@@ -172,24 +207,37 @@ class PluginManager:
         self.collect()
 
     def load_dir(self, d: Path) -> None:
+        """Load the drop-ins of one folder: `*.py` files and package folders with an `__init__.py`."""
         try:
             check_not_writable_by_others(d)
         except PluginRefused as e:
             self._refuse(PluginRecord(str(d), "file", str(d)), e)
             return
-        for path in sorted(d.glob("*.py")):
-            if path.name.startswith("_"):
+        skip = builtin_folders()
+        for path in sorted(d.iterdir()):
+            if path.name.startswith(("_", ".")):
                 continue
-            rec = PluginRecord(path.stem, "file", str(path))
+            package = path.is_dir()
+            if package and (not (path / "__init__.py").is_file() or path.resolve() in skip):
+                continue
+            if not package and path.suffix != ".py":
+                continue
+            name = path.name if package else path.stem
+            rec = PluginRecord(name, "file", str(path))
             try:
-                check_not_writable_by_others(path)
+                if package:
+                    check_package_not_writable_by_others(path)
+                else:
+                    check_not_writable_by_others(path)
             except PluginRefused as e:
                 self._refuse(rec, e)
                 continue
-            modname = f"ishowtts_plugins.{path.stem}"
-            if modname in sys.modules and getattr(sys.modules[modname], "__file__", None) != str(path):
-                modname = f"ishowtts_plugins.{path.stem}_{abs(hash(str(path))):x}"
-            self._add(rec, lambda p=path, n=modname: load_module_from_path(n, p))
+            init = path / "__init__.py" if package else path
+            modname = f"{DROPIN_PACKAGE}.{name}"
+            if modname in sys.modules and getattr(sys.modules[modname], "__file__", None) != str(init):
+                modname = f"{DROPIN_PACKAGE}.{name}_{abs(hash(str(path))):x}"
+            _dropin_parent()
+            self._add(rec, lambda p=init, n=modname, pk=package: load_module_from_path(n, p, package=pk))
 
     def add_module(self, module: Any, name: str | None = None, origin: str = "internal") -> None:
         """Register an already-imported plugin module or object (tests, embedding)."""
@@ -199,6 +247,7 @@ class PluginManager:
         try:
             module = load()
             self.pm.register(module, name=f"{rec.origin}:{rec.name}")
+            rec.path = rec.path or getattr(module, "__file__", None)
         except (Exception, SystemExit) as e:  # a plugin calling sys.exit() at import is broken, not fatal
             self._broken(rec, e)
             return

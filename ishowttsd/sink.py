@@ -6,21 +6,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, ClassVar
 
-from pydantic import BaseModel, ConfigDict
-
 from ishowttsd.config import Config
 from ishowttsd.events import EventBus
 from ishowttsd.messages import AudioChunk, Utterance
-from ishowttsd.part import Part
+from ishowttsd.part import Part, PartSettings
 
 
-class SinkSettings(BaseModel):
-    """Keys every `[[sinks]]` table has; a sink's Settings subclass adds its own."""
-
-    model_config = ConfigDict(extra="forbid")
-    type: str
-    name: str | None = None
-    enabled: bool = True
+# the keys every table has; a sink's Settings subclass adds its own
+SinkSettings = PartSettings
 
 
 @dataclass
@@ -105,9 +98,8 @@ class Sink(Part):
     realtime: ClassVar[bool] = False
 
     def __init__(self, settings: SinkSettings, ctx: SinkContext) -> None:
-        super().__init__(settings.name or settings.type, ctx.events)
-        self.settings = settings
-        self.ctx = ctx
+        super().__init__(settings, ctx)
+        self.ctx: SinkContext = ctx
 
     async def start(self) -> None:
         """Open devices or connections; raising here marks the sink failed, not the daemon."""

@@ -7,21 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from pydantic import BaseModel, ConfigDict
-
 from ishowttsd.config import Config
 from ishowttsd.events import EventBus
 from ishowttsd.messages import Deletion, Message
-from ishowttsd.part import Part
+from ishowttsd.part import Part, PartSettings
 
 
-class SourceSettings(BaseModel):
-    """Keys every `[[sources]]` table has; a source's Settings subclass adds its own."""
-
-    model_config = ConfigDict(extra="forbid")
-    type: str
-    name: str | None = None
-    enabled: bool = True
+# the keys every table has; a source's Settings subclass adds its own
+SourceSettings = PartSettings
 
 
 @dataclass
@@ -38,11 +31,11 @@ class SourceContext:
 class Source(Part):
     """Base class for sources. Subclasses set `type`, maybe `Settings`, and write `run()`.
 
-    `run()` runs until cancelled (live sources reconnect inside it, with
-    :class:`ishowttsd.backoff.Backoff`) or returns when a finite source is done (set
-    `finite = True`). It calls :meth:`emit` for each message and :meth:`delete` for each
-    deletion; both are cheap and never block. It reports its connection with
-    :meth:`set_state` so `status` and health can show it.
+    `run()` runs until cancelled (a live source hands its session to
+    :class:`ishowttsd.reconnect.Reconnector`, which reconnects with backoff and reports the
+    connection state) or returns when a finite source is done (set `finite = True`). It calls
+    :meth:`emit` for each message and :meth:`delete` for each deletion; both are cheap and never
+    block. It reports its state with :meth:`set_state` so `status` and health can show it.
     """
 
     role = "source"
@@ -51,9 +44,8 @@ class Source(Part):
     finite: ClassVar[bool] = False
 
     def __init__(self, settings: SourceSettings, ctx: SourceContext) -> None:
-        super().__init__(settings.name or settings.type, ctx.events)
-        self.settings = settings
-        self.ctx = ctx
+        super().__init__(settings, ctx)
+        self.ctx: SourceContext = ctx
         self.last_message_at: float | None = None
 
     async def run(self) -> None:

@@ -198,10 +198,10 @@ async def test_host_list_rotation_and_rediscovery(tmp_path):
     for a fresh token and host list after `rediscover_after` failures in a row."""
     from ishowttsd.config import Config
     from ishowttsd.events import EventBus
-    from ishowttsd.plugins import load_builtin
+    from ishowttsd.builtin_plugins.sources.bilibili.settings import BilibiliSettings
+    from ishowttsd.builtin_plugins.sources.bilibili.source import BilibiliSource
     from ishowttsd.source import SourceContext
 
-    B = load_builtin("sources/bilibili")
     dead = []
     for _ in range(3):  # ports with nothing listening: each attempt fails at once
         import socket
@@ -215,9 +215,9 @@ async def test_host_list_rotation_and_rediscovery(tmp_path):
     events = EventBus()
     sub = events.subscribe()
     ctx = SourceContext(lambda s, m: None, lambda s, d: None, events, Config(), tmp_path)
-    settings = B.BilibiliSettings(type="bilibili", room_id=fake.short_room, api_base=fake.base, live_api_base=fake.base,
-                                  rediscover_after=3, reconnect={"base": 0.01, "step": 0, "jitter": 0, "cap": 0.01})
-    src = B.BilibiliSource(settings, ctx)
+    settings = BilibiliSettings(type="bilibili", room_id=fake.short_room, api_base=fake.base, live_api_base=fake.base,
+                                rediscover_after=3, reconnect={"base": 0.01, "step": 0, "jitter": 0, "cap": 0.01})
+    src = BilibiliSource(settings, ctx)
     seen: list[str] = []
     try:
         with sub, anyio.move_on_after(10):
@@ -273,19 +273,19 @@ def test_example_config_validates_and_bad_tables_explain_themselves(tmp_path):
 async def test_open_platform_wrong_secret_is_explained(tmp_path, monkeypatch):
     from ishowttsd.config import Config
     from ishowttsd.events import EventBus
-    from ishowttsd.plugins import load_builtin
+    from ishowttsd.builtin_plugins.sources.bilibili.settings import BilibiliSettings
+    from ishowttsd.builtin_plugins.sources.bilibili.source import BilibiliSource
     from ishowttsd.source import SourceContext
 
-    B = load_builtin("sources/bilibili")
     fake = FakeBilibili()
     await fake.start()
     monkeypatch.setenv("T_KID", fake.key_id)
     monkeypatch.setenv("T_SECRET", "not-the-secret")
     ctx = SourceContext(lambda s, m: None, lambda s, d: None, EventBus(), Config(), tmp_path)
-    settings = B.BilibiliSettings(type="bilibili", app_id=fake.app_id, access_key_id_env="T_KID",
-                                  access_key_secret_env="T_SECRET", auth_code=fake.code, open_api_base=fake.base,
-                                  reconnect={"base": 0.01, "step": 0, "jitter": 0, "cap": 0.05})  # fmt: skip
-    src = B.BilibiliSource(settings, ctx)
+    settings = BilibiliSettings(type="bilibili", app_id=fake.app_id, access_key_id_env="T_KID",
+                                access_key_secret_env="T_SECRET", auth_code=fake.code, open_api_base=fake.base,
+                                reconnect={"base": 0.01, "step": 0, "jitter": 0, "cap": 0.05})  # fmt: skip
+    src = BilibiliSource(settings, ctx)
     try:
         with anyio.move_on_after(1):
             await src.run()

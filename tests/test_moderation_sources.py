@@ -11,14 +11,12 @@ import json
 
 import pytest
 
+from ishowttsd.builtin_plugins.sources import twitch
+from ishowttsd.builtin_plugins.sources.bilibili import commands as bilibili
 from ishowttsd.config import ModerationConfig
 from ishowttsd.messages import Priority
 from ishowttsd.moderation import Merged, Moderator, Rejection
-from ishowttsd.plugins import load_builtin
 from ishowttsd.queue import DEFAULT_TTL
-
-twitch = load_builtin("sources/twitch")
-bilibili = load_builtin("sources/bilibili")
 
 
 def irc(tags: str, nick: str, text: str, command: str = "PRIVMSG") -> object:

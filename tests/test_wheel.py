@@ -12,7 +12,9 @@ from daemon_process import REPO, DaemonProcess, spoken_log
 pytestmark = pytest.mark.slow
 
 
-def test_wheel_installs_and_runs_the_daemon(tmp_path):
+def test_wheel_installs_and_runs_the_daemon(tmp_path, monkeypatch):
+    # the installed package must not see this checkout (developers run the suite with PYTHONPATH)
+    monkeypatch.delenv("PYTHONPATH", raising=False)
     dist = tmp_path / "dist"
     subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(REPO)],
                    check=True, capture_output=True, timeout=300)  # fmt: skip
@@ -43,12 +45,26 @@ directory = "out"
     [entry] = spoken_log(tmp_path / "out")
     assert entry["user"] == "wheelie" and entry["rtf"] > 0
 
-    # the plugins came from inside the installed package, not from this checkout
-    where = subprocess.run(
-        [str(py), "-c", "from ishowttsd.plugins import builtin_plugin_dir; print(builtin_plugin_dir())"],
-        check=True, capture_output=True, text=True, cwd=tmp_path,
-    ).stdout.strip()  # fmt: skip
-    assert where.startswith(str(env_dir)) and where.endswith("_builtin_plugins")
+    # the built-ins came from inside the installed package, not from this checkout, and a built-in
+    # that is a package folder (bilibili: wire, signing, commands, ...) loads with its relative imports
+    probe = (
+        "import json; from ishowttsd.plugins import PluginManager; import ishowttsd.builtin_plugins as b\n"
+        "pm = PluginManager(strict=True); pm.load_all(autoload=False)\n"
+        "import ishowttsd.builtin_plugins.sources.bilibili as bili\n"
+        "print(json.dumps({'path': list(b.__path__), 'checkout': str(b.CHECKOUT_PLUGINS or ''), 'bilibili': bili.__file__,\n"
+        "                  'wire': bili.wire.__file__, 'sources': sorted(pm.sources), 'sinks': sorted(pm.sinks),\n"
+        "                  'records': [(r.name, r.origin, r.path) for r in pm.records]}))\n"
+    )
+    found = json.loads(subprocess.run([str(py), "-c", probe], check=True, capture_output=True, text=True,
+                                      cwd=tmp_path).stdout)  # fmt: skip
+    package_dir = str(env_dir)
+    assert found["checkout"] == "" and len(found["path"]) == 1 and found["path"][0].startswith(package_dir)
+    assert found["bilibili"].startswith(package_dir) and found["bilibili"].endswith("sources/bilibili/__init__.py")
+    assert found["wire"].startswith(package_dir) and found["wire"].endswith("sources/bilibili/wire.py")
+    assert {"bilibili", "twitch", "replay"} <= set(found["sources"]) and {"alsa", "file", "obs"} <= set(found["sinks"])
+    builtins = {name: path for name, origin, path in found["records"] if origin == "builtin"}
+    assert set(builtins) >= {"sources/bilibili", "sinks/file"}
+    assert all(path.startswith(package_dir) for path in builtins.values()), builtins
     r = subprocess.run([str(env_dir / "bin" / "ishowttsctl"), "--socket", str(tmp_path / "none.sock"), "status"],
                        capture_output=True, text=True)  # fmt: skip
     assert r.returncode == 3 and "not running" in r.stderr

@@ -25,7 +25,7 @@ import anyio
 import numpy as np
 from pydantic import Field
 
-from ishowttsd.backoff import Backoff
+from ishowttsd.reconnect import Backoff
 from ishowttsd.hookspecs import hookimpl
 from ishowttsd.sink import Playback, Sink, SinkSettings
 

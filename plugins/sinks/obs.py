@@ -30,7 +30,7 @@ import anyio
 import numpy as np
 from pydantic import Field
 
-from ishowttsd.backoff import Backoff
+from ishowttsd.reconnect import Backoff
 from ishowttsd.config import read_secret
 from ishowttsd.hookspecs import hookimpl
 from ishowttsd.sink import Playback, Sink, SinkSettings

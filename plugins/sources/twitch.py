@@ -5,7 +5,8 @@ Anonymous and read-only by default (``justinfan<digits>``); with ``token_file`` 
 Understands tags (with their escapes), PRIVMSG (chat, bits, channel-point rewards with text),
 USERNOTICE (sub, resub, subgift, submysterygift, raid, announcement), CLEARMSG and CLEARCHAT
 (delivered as deletions, so queued speech for them is removed), PING and RECONNECT.
-Reconnects use :class:`ishowttsd.backoff.Backoff` (1 s doubling to 16 s by default).
+Reconnects run in :class:`ishowttsd.reconnect.Reconnector` (1 s doubling to 16 s by default;
+RECONNECT moves to a new connection at once).
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from typing import Any
 import anyio
 from pydantic import Field, field_validator
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.exceptions import ConnectionClosed
 
-from ishowttsd.backoff import BackoffSettings
 from ishowttsd.config import ConfigError, read_secret
 from ishowttsd.hookspecs import hookimpl
-from ishowttsd.messages import Deletion, Kind, Message, User
+from ishowttsd.messages import Deletion, Kind, Message, User, as_int
+from ishowttsd.reconnect import BackoffSettings, Reconnector, SessionEnded
 from ishowttsd.source import Source, SourceSettings
 
 PLATFORM = "twitch"
@@ -180,13 +181,6 @@ def strip_emotes(text: str, emotes: list[tuple[str, int, int]] | list[list[Any]]
     return re.sub(r"\s+", " ", "".join(keep)).strip()
 
 
-def _int(v: Any, default: int = 0) -> int:
-    try:
-        return int(v)
-    except (TypeError, ValueError):
-        return default
-
-
 _TIERS = {"1000": "Tier 1", "2000": "Tier 2", "3000": "Tier 3", "Prime": "Prime"}
 
 
@@ -232,7 +226,7 @@ def to_event(line: IrcLine, strip: bool = False) -> Message | Deletion | None:
         if t.get("tmi-sent-ts", "").isdigit():
             extra["sent_ms"] = int(t["tmi-sent-ts"])
         kind, amount, currency = Kind.DANMAKU, None, None
-        bits = _int(t.get("bits"))
+        bits = as_int(t.get("bits"))
         if bits > 0:
             kind, amount, currency = Kind.BITS, float(bits), "bits"
             extra["bits"] = bits
@@ -268,7 +262,7 @@ def _usernotice(line: IrcLine, channel: str) -> Message | None:
     kind = None
     if msg_id in ("sub", "resub"):
         kind = Kind.SUB
-        extra["months"] = _int(t.get("msg-param-cumulative-months"), 1)
+        extra["months"] = as_int(t.get("msg-param-cumulative-months"), 1)
         extra["plan"] = t.get("msg-param-sub-plan", "")
         user.membership = _TIERS.get(extra["plan"], "subscriber")
     elif msg_id == "subgift":
@@ -277,18 +271,18 @@ def _usernotice(line: IrcLine, channel: str) -> Message | None:
         # a gifted sub is the gifter's gift, not the gifter subscribing
         kind = Kind.GIFT
         extra["recipient"] = t.get("msg-param-recipient-display-name") or t.get("msg-param-recipient-user-name", "")
-        extra["months"] = _int(t.get("msg-param-months"), 1)
+        extra["months"] = as_int(t.get("msg-param-months"), 1)
         extra["plan"] = t.get("msg-param-sub-plan", "")
         extra["gift"] = "sub"
         extra["num"] = 1
     elif msg_id == "submysterygift":
         kind = Kind.GIFT
-        extra["num"] = _int(t.get("msg-param-mass-gift-count"), 1)
+        extra["num"] = as_int(t.get("msg-param-mass-gift-count"), 1)
         extra["gift"] = "sub" if extra["num"] == 1 else "subs"
         extra["plan"] = t.get("msg-param-sub-plan", "")
     elif msg_id == "raid":
         kind = Kind.RAID
-        extra["viewers"] = _int(t.get("msg-param-viewerCount"))
+        extra["viewers"] = as_int(t.get("msg-param-viewerCount"))
         user.name = t.get("msg-param-displayName") or user.name
     elif msg_id == "announcement":
         kind = Kind.DANMAKU
@@ -346,14 +340,6 @@ class TwitchSettings(SourceSettings):
         return v
 
 
-class Reconnect(Exception):
-    """The session must end. A planned one (Twitch's RECONNECT) reconnects at once, no backoff."""
-
-    def __init__(self, reason: str, planned: bool = False) -> None:
-        super().__init__(reason)
-        self.planned = planned
-
-
 class TwitchSource(Source):
     """Twitch chat for one channel; see the module docstring."""
 
@@ -366,10 +352,8 @@ class TwitchSource(Source):
         self._token = read_secret(self.s.token_file, self.s.token_env, f"sources[{self.name}].token", ctx.config)
         if self._token and not self.s.login:
             raise ConfigError(f"sources[{self.name}]: a token needs `login` (the account it belongs to)")
-        self.backoff = self.s.reconnect.make()
-        self._joined = False
+        self.link = Reconnector(self, self.s.reconnect.make())
         self._nick = ""
-        self._last_planned = -1e9
 
     async def close(self) -> None:
         self.set_state("stopped")
@@ -380,45 +364,7 @@ class TwitchSource(Source):
         return st
 
     async def run(self) -> None:
-        failures = 0
-        while True:
-            if failures:  # "down" is a warning in health until we are connected again
-                self.set_state("down", f"reconnecting (attempt {failures + 1}) to #{self.s.channel}")
-            else:
-                self.set_state("connecting", f"#{self.s.channel}")
-            self._joined = False
-            e: BaseException | None = None
-            try:
-                await self._session()
-                reason = "the server closed the connection"
-            except Exception as exc:  # Reconnect, network errors, or a surprise: never fatal
-                e = exc
-                while getattr(e, "exceptions", None):
-                    e = e.exceptions[0]
-                if isinstance(e, Reconnect):
-                    reason = str(e)
-                elif isinstance(e, InvalidStatus):
-                    reason = f"websocket handshake refused (HTTP {e.response.status_code})"
-                elif isinstance(e, ConnectionClosed):
-                    reason = "the connection dropped"
-                elif isinstance(e, (OSError, WebSocketException, TimeoutError, asyncio.TimeoutError)):
-                    reason = f"cannot connect: {getattr(e, 'strerror', None) or e or type(e).__name__}"
-                else:
-                    self.log.error("unexpected error in the session", exc_info=e)
-                    reason = f"unexpected {type(e).__name__}: {e}"
-            failures = 1 if self._joined else failures + 1
-            now = time.monotonic()
-            if isinstance(e, Reconnect) and e.planned and self._joined and now - self._last_planned > 10.0:
-                # Twitch is moving us (server restart): open a new connection and rejoin now;
-                # a second RECONNECT within seconds goes through the backoff like any failure
-                self._last_planned = now
-                self.counters["reconnects"] += 1
-                self.set_state("connecting", reason)
-                continue
-            delay = self.backoff.next_delay()
-            self.counters["reconnects"] += 1
-            self.set_state("backoff", f"{reason}; reconnecting in {delay:.1f} s", error=reason)
-            await anyio.sleep(delay)
+        await self.link.run(self._session, f"#{self.s.channel}")
 
     async def _session(self) -> None:
         async with ws_connect(
@@ -442,12 +388,12 @@ class TwitchSource(Source):
                         frame = await ws.recv()
                 except (TimeoutError, asyncio.TimeoutError):  # distinct classes on Python 3.10
                     if pinged:
-                        raise Reconnect("no answer to our PING; the connection is dead") from None
+                        raise SessionEnded("no answer to our PING; the connection is dead") from None
                     await ws.send("PING :tmi.twitch.tv")
                     pinged = True
                     continue
                 except ConnectionClosed:
-                    raise Reconnect("the server closed the connection") from None
+                    raise SessionEnded("the server closed the connection") from None
                 pinged = False
                 if isinstance(frame, bytes):
                     frame = frame.decode("utf-8", "replace")
@@ -466,14 +412,11 @@ class TwitchSource(Source):
             self.counters["pings"] += 1
             return
         if cmd == "RECONNECT":
-            raise Reconnect("Twitch asked us to reconnect (RECONNECT)", planned=True)
+            raise SessionEnded("Twitch asked us to reconnect (RECONNECT)", planned=True)
         if cmd == "NOTICE" and "authentication failed" in line.trailing.lower():
-            raise Reconnect("Twitch refused the token (login authentication failed); check token_file/token_env and login")
+            raise SessionEnded("Twitch refused the token (login authentication failed); check token_file/token_env and login")
         if cmd == "JOIN" and line.nick == self._nick:
-            self.backoff.connected()
-            self._joined = True
-            self.set_state("connected", f"#{self.s.channel}" + (" (anonymous)" if not self._token else ""))
-            self.ctx.events.publish("source.connected", source=self.name, channel=self.s.channel)
+            self.link.connected(f"#{self.s.channel}" + (" (anonymous)" if not self._token else ""), channel=self.s.channel)
             return
         try:
             ev = to_event(line, strip=self.s.strip_emotes)
