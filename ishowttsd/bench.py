@@ -324,7 +324,7 @@ def run(args) -> dict[str, Any]:
     from importlib.metadata import version
 
     from ishowttsd import __version__
-    from ishowttsd.engines.f5 import cpu_has_bf16
+    from ishowttsd.hardware import cpu_has_amx, cpu_has_bf16, cpu_has_vnni, cpu_info
 
     summary = {
         "speedup_vs_upstream": _r(_median([r["speedup"] for r in rows])) if up is not None else None,
@@ -339,8 +339,11 @@ def run(args) -> dict[str, Any]:
         "rtf_ours_median": _r(_median([r["ours_rtf"] for r in rows])),
         "rtf_upstream_median": _r(_median([r["upstream_rtf"] for r in rows])) if up is not None else None,
         "device": device,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_info().model or platform.processor() or platform.machine(),
         "cpu_bf16": cpu_has_bf16(torch),
+        "cpu_amx": cpu_has_amx(),
+        "cpu_avx512_vnni": cpu_has_vnni(),
+        "cpu_flags": sorted(cpu_info().flags),
         "threads": torch.get_num_threads(),
         "dtype": fp32_dtype,
         "kernels": ours.kernel_kind,
@@ -378,6 +381,8 @@ def render(result: dict[str, Any]) -> str:
     lines = [
         f"F5-TTS benchmark: {s['model']} ({s['weights']} weights), {s['device']} {s['cpu']}, {s['threads']} threads, "
         f"{s['steps']} steps, reference {s['reference_s']} s, torch {s['versions']['torch']}, f5-tts {s['versions']['f5_tts']}",
+        f"CPU features: bf16 {_yes(s.get('cpu_bf16'))}, AMX {_yes(s.get('cpu_amx'))}, "
+        f"AVX512-VNNI {_yes(s.get('cpu_avx512_vnni'))} ({len(s.get('cpu_flags') or [])} flags in the JSON)",
         "",
         f"{'utterance':<48} {'audio s':>8} {'upstream s':>10} {'ours s':>8} {'speedup':>8} {'RTF ours':>9}",
     ]
@@ -403,6 +408,10 @@ def render(result: dict[str, Any]) -> str:
         f"RTF median           ours {s['rtf_ours_median']}, upstream {s['rtf_upstream_median']}",
     ]
     return "\n".join(lines)
+
+
+def _yes(flag: bool | None) -> str:
+    return "-" if flag is None else "yes" if flag else "no"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -388,7 +388,7 @@ class HealthMonitor:
     def report(self) -> dict[str, Any]:
         hw = self.hardware
         telemetry = hw.last
-        perf = hw._perf[1] if hw._perf else None
+        perf = hw.last_performance
         checks: list[Check] = []
         checks.append(self._engine_check())
         checks += self.rtf_checks(telemetry, perf)
@@ -562,7 +562,7 @@ class HealthMonitor:
         if not results:
             raise RuntimeError(f"engine {engine.name} produced no audio for the bench texts")
         rtfs = [r["rtf"] for r in results]
-        perf = self.hardware._perf[1] if self.hardware._perf else None
+        perf = self.hardware.last_performance
         entry = {
             **key.to_dict(),
             "rtf_median": round(statistics.median(rtfs), 5),

@@ -203,7 +203,7 @@ class _Part:
 class _FakeHardware:
     info = {"kind": "cpu", "device": "cpu"}
     last = None
-    _perf = None
+    last_performance = None
 
     def rss_bytes(self):
         return 100 * 2**20

@@ -13,7 +13,6 @@ engine is configured.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -27,6 +26,7 @@ import numpy as np
 from pydantic import Field
 
 from ishowttsd.engines.base import Cancel, Engine, EngineError, EngineSettings, Progress, Voice
+from ishowttsd.hardware import cpu_has_amx, cpu_has_bf16  # noqa: F401  (cpu_has_bf16: re-exported)
 from ishowttsd.messages import AudioChunk
 
 # architectures of the released checkpoints (f5_tts/configs/*.yaml, `model.arch`)
@@ -553,39 +553,6 @@ def import_f5():
         import f5_tts.model.utils  # noqa: F401  (pinyin conversion, jieba)
         import vocos  # noqa: F401
     return CFM, DiT
-
-
-@functools.cache
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where there is none), read once."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    return frozenset(re.findall(r"\b[a-z0-9_]+\b", " ".join(re.findall(r"^flags\s*:(.*)$", text, re.M))))
-
-
-def cpu_has_bf16(torch=None) -> bool:
-    """True when the CPU does bf16 matmuls natively (AVX512-BF16 or AMX)."""
-    if cpu_flags() & {"avx512_bf16", "amx_bf16"}:
-        return True
-    if torch is not None:
-        try:
-            return torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX")
-        except Exception:
-            return False
-    return False
-
-
-def cpu_has_amx() -> bool:
-    """True when the CPU has AMX tiles for bf16 (Sapphire Rapids and later)."""
-    return "amx_bf16" in cpu_flags()
-
-
-def cpu_has_vnni() -> bool:
-    """AVX512-VNNI, the kernels fbgemm's dynamic linear has for u8 x s8 with int32 sums (AVX-VNNI
-    alone is not assumed: fbgemm may run its AVX2 path there)."""
-    return "avx512_vnni" in cpu_flags()
 
 
 def load_vocab(path: Path) -> dict[str, int]:

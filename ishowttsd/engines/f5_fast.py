@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ishowttsd.engines.f5 import cpu_has_vnni
+from ishowttsd.hardware import cpu_has_vnni
 
 # EPSS time grids (Empirically Pruned Step Sampling), as f5-tts 1.1.22 defines them, in 1/32 units
 _EPSS = {
