@@ -12,11 +12,12 @@ from typing import Any
 
 from ishowttsd.config import default_socket_path
 from ishowttsd.control import ControlError, client_request
+from ishowttsd.level import Level
 
 EXIT_OK, EXIT_ERROR, EXIT_NO_DAEMON = 0, 1, 3
 # `health` follows the monitoring-plugin convention: 0 ok, 1 warn, 2 fail (a daemon that is not
 # running is a failure), 3 unknown (the daemon could not be asked)
-HEALTH_FAIL, HEALTH_UNKNOWN = 2, 3
+HEALTH_FAIL, HEALTH_UNKNOWN = Level.fail.code, 3
 
 
 def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
@@ -274,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     print(json.dumps(result, ensure_ascii=False, indent=2) if args.json else _human(verb, result))
     if verb == "health":
-        return {"ok": 0, "warn": 1, "fail": 2}[result["status"]]
+        return Level(result["status"]).code
     if verb == "inject" and not result["accepted"]:
         return EXIT_OK
     return EXIT_OK

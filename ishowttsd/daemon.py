@@ -457,7 +457,7 @@ class Daemon:
     async def _m_metrics(self, _: NoParams) -> dict:
         from ishowttsd.metrics import render
 
-        rtf = {str(k): self.monitor._rtf_level(k)[1] for k in list(self.monitor.rtfs)}
+        rtf = self.monitor.rtf_report()
         return {"text": render(self.status(), self.health(), rtf)}
 
     async def _m_bench(self, p: BenchParams) -> dict:

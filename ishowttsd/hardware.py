@@ -634,6 +634,13 @@ def parse_nvpmodel(text: str) -> dict[str, Any]:
     return {"name": name, "id": mode_id}
 
 
+def thermal_detail(throttling: dict[str, Any]) -> str:
+    """What is hot, in words, from telemetry's `throttling`: the zones over the limit, else the
+    GPU's thermal throttle reasons."""
+    hot = ", ".join(f"{k} {v} °C" for k, v in (throttling.get("hot") or {}).items())
+    return hot or ", ".join(throttling.get("gpu_reasons") or [])
+
+
 def throttle_reasons(mask: int | None) -> list[str] | None:
     if mask is None:
         return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable
 
-_LEVEL = {"ok": 0, "warn": 1, "fail": 2}
+from ishowttsd.level import Level
 
 
 def _esc(v: Any) -> str:
@@ -56,9 +56,9 @@ def render(status: dict[str, Any], health: dict[str, Any], rtf: dict[str, dict[s
              [(_key_labels(d), d.get("rtf_median")) for d in rtf.values()])  # fmt: skip
     w.metric("ishowtts_rtf_baseline", "gauge", "baseline real-time factor the median is compared with",
              [(_key_labels(d), d.get("baseline")) for d in rtf.values()])  # fmt: skip
-    w.metric("ishowtts_health", "gauge", "overall health: 0 ok, 1 warn, 2 fail", [({}, _LEVEL[health["status"]])])
+    w.metric("ishowtts_health", "gauge", "overall health: 0 ok, 1 warn, 2 fail", [({}, Level(health["status"]).code)])
     w.metric("ishowtts_health_check", "gauge", "each self-check: 0 ok, 1 warn, 2 fail",
-             [({"check": c["check"]}, _LEVEL[c["level"]]) for c in health["checks"]])  # fmt: skip
+             [({"check": c["check"]}, Level(c["level"]).code) for c in health["checks"]])  # fmt: skip
     for kind, key in (("source", "sources"), ("sink", "sinks")):
         w.metric(f"ishowtts_{kind}_up", "gauge", f"1 when the {kind} is healthy",
                  [({"name": s["name"], "type": s["type"]}, s["state"] in ("ok", "connected", "running", "finished")) for s in status[key]])  # fmt: skip

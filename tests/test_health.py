@@ -13,8 +13,9 @@ import pytest
 
 from daemon_process import DaemonProcess
 from ishowttsd.config import Config, parse_config
-from ishowttsd.health import BaselineStore, HealthMonitor, RtfKey, engine_identity
+from ishowttsd.health import HealthMonitor
 from ishowttsd.metrics import render
+from ishowttsd.rtf import BaselineStore, RtfKey, engine_identity
 
 # An engine that does real CPU work per 0.2 s audio chunk in proportion to `steps`, as a
 # diffusion model's solver steps do: more steps, or less CPU, makes it slower for real.
@@ -267,7 +268,7 @@ def test_ttfa_thresholds(tmp_path):
 def test_a_corrupt_baseline_file_is_reported(tmp_path):
     (tmp_path / "b.json").write_text("{not json")
     m = monitor(tmp_path, {"health": {"baseline_file": "b.json"}})
-    m.rtfs[RtfKey("espeak", "auto", None, "cpu")] = deque([0.1, 0.1, 0.1])
+    m.rtf.windows[RtfKey("espeak", "auto", None, "cpu")] = deque([0.1, 0.1, 0.1])
     c = checks(m)["rtf:baseline"]
     assert c["level"] == "warn" and "not a baseline file" in c["reason"]
 
@@ -316,5 +317,23 @@ def test_batched_speech_does_not_feed_the_rtf_window(tmp_path):
         st = SynthesisStats(engine="espeak", voice="v", synth_s=0.5, audio_s=2.0)
         st.batch = batch
         m.on_spoken(Utterance(text="hi"), st)
-    assert [list(v) for v in m.rtfs.values()] == [[0.25]]
+    assert [list(v) for v in m.rtf.windows.values()] == [[0.25]]
     assert len(m.latencies) == 2
+
+
+def test_levels_are_ordered_by_severity_and_carry_their_exit_code():
+    from ishowttsd.level import Level, worst
+
+    assert Level.ok < Level.warn < Level.fail and Level.warn < "fail"  # not alphabetical, as strings would be
+    assert worst(["warn", Level.ok, "fail", "ok"]) is Level.fail and worst([]) is Level.ok
+    assert [lv.code for lv in Level] == [0, 1, 2] and Level("warn") == "warn"
+    assert json.dumps({"level": Level.warn}) == '{"level": "warn"}' and f"{Level.fail}" == "fail"
+
+
+def test_rtf_report_gives_each_key_its_check_fields(tmp_path):
+    m = monitor(tmp_path, {"health": {"rtf_min_samples": 2}})
+    assert m.rtf_report() == {}
+    key = RtfKey("espeak", "v", None, "cpu")
+    for rtf in (0.2, 0.4, 0.3):
+        m.rtf.record(key, {}, rtf)
+    assert m.rtf_report() == {"espeak/v/-/cpu": {**key.to_dict(), "samples": 3, "rtf_median": 0.3, "baseline_source": "none"}}
