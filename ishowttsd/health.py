@@ -24,9 +24,11 @@ from typing import Any, Callable
 import anyio
 
 from ishowttsd.config import Config
+from ishowttsd.engines.base import stream_synthesis
 from ishowttsd.hardware import thermal_detail
 from ishowttsd.level import Level, worst
 from ishowttsd.rtf import BaselineStore, RtfTracker, engine_identity
+from ishowttsd.sink import SynthesisStats
 
 log = logging.getLogger("ishowttsd.health")
 
@@ -397,23 +399,10 @@ class HealthMonitor:
                 "runs": [{k: round(v, 5) for k, v in r.items()} for r in results]}  # fmt: skip
 
     async def _time_one(self, engine, voice, text: str) -> tuple[float, float, float]:
-        cancel = threading.Event()
-        limiter = self.engines.limiter
-        it = await anyio.to_thread.run_sync(engine.synthesize, text, voice, cancel, limiter=limiter)
-        done = object()
-        synth = audio = 0.0
-        first = None
-        t_start = time.perf_counter()
-        while True:
-            t0 = time.perf_counter()
-            chunk = await anyio.to_thread.run_sync(next, it, done, limiter=limiter)
-            synth += time.perf_counter() - t0
-            if chunk is done:
-                break
-            if first is None:
-                first = time.perf_counter() - t_start
-            audio += chunk.duration
-        return synth, audio, first or 0.0
+        """(synthesis s, audio s, s to the first chunk) of one text, through the speaker's path."""
+        tally = SynthesisStats()
+        await stream_synthesis(engine, text, voice, threading.Event(), self.engines.limiter, tally)
+        return tally.synth_s, tally.audio_s, tally.first_chunk_s or 0.0
 
 
 def _slope(points: list[tuple[float, float]]) -> float:
