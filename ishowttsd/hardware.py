@@ -364,6 +364,7 @@ class Hardware:
         out = {
             "total_mb": round(total / 1024),
             "available_mb": round(avail / 1024),
+            "available_bytes": avail * 1024,  # exact, for metrics
             "used_percent": round(100 * (total - avail) / total, 1) if total else None,
         }
         if "SwapTotal" in fields:
@@ -373,7 +374,7 @@ class Hardware:
     def _process(self) -> dict[str, Any]:
         with self._proc.oneshot():
             mi = self._proc.memory_info()
-            return {"pid": self._proc.pid, "rss_mb": round(mi.rss / 2**20, 1), "threads": self._proc.num_threads()}
+            return {"pid": self._proc.pid, "rss_mb": round(mi.rss / 2**20, 1), "rss_bytes": mi.rss, "threads": self._proc.num_threads()}
 
     def rss_bytes(self) -> int:
         return self._proc.memory_info().rss

@@ -304,6 +304,60 @@ def test_metrics_text_format():
     assert 'ishowtts_sink_up{name="file",type="file"} 1' in text
 
 
+def _samples(text: str) -> dict[str, str]:
+    """Every sample line of an exposition, name{labels} -> value; checks the line grammar."""
+    import re
+
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            assert re.fullmatch(r"# (HELP|TYPE) \w+ .+|# (?!HELP |TYPE ).*", line), line
+            continue
+        m = re.fullmatch(r'(\w+(?:\{[^}]*\})?) (\S+)', line)
+        assert m, line
+        float(m[2])  # Prometheus reads it as a float
+        out[m[1]] = m[2]
+    return out
+
+
+def test_metrics_values_are_exact():
+    """A counter of 1234567 is not `1.23457e+06`, and RSS bytes are not rounded."""
+    status = {"state": "running", "uptime_s": 98765.4, "counts": {"spoken": 1_234_567, "received": 12_345_678_901},
+              "queue": {"pending": 0, "oldest_wait_s": 0.0}, "sources": [], "sinks": [],
+              "hardware": {"telemetry": {"process": {"rss_mb": 117.7, "rss_bytes": 123_456_789},
+                                         "memory": {"available_mb": 28000, "available_bytes": 28_672_000_000},
+                                         "temperatures": {"CPU-therm": 48.5}, "cpu": {"load": [0.1 + 0.2]}}}}  # fmt: skip
+    s = _samples(render(status, {"status": "ok", "checks": []}, {}))
+    assert s['ishowtts_utterances_total{outcome="spoken"}'] == "1234567"
+    assert s['ishowtts_utterances_total{outcome="received"}'] == "12345678901"
+    assert s["ishowtts_process_rss_bytes"] == "123456789" and s["ishowtts_memory_available_bytes"] == "28672000000"
+    assert s["ishowtts_uptime_seconds"] == "98765.4" and s['ishowtts_temperature_celsius{zone="CPU-therm"}'] == "48.5"
+    assert float(s["ishowtts_cpu_load1"]) == 0.1 + 0.2  # the shortest form that reads back to the same float
+    older = {**status, "hardware": {"telemetry": {"process": {"rss_mb": 117.5}}}}  # a telemetry without bytes
+    assert _samples(render(older, {"status": "ok", "checks": []}, {}))["ishowtts_process_rss_bytes"] == str(int(117.5 * 2**20))
+
+
+def test_metrics_count_every_declared_event():
+    from ishowttsd.events import CATALOGUE
+
+    base = {"state": "running", "uptime_s": 1.0, "counts": {"spoken": 3, "received": 5},
+            "queue": {"pending": 0, "oldest_wait_s": 0.0}, "sources": [], "sinks": []}  # fmt: skip
+    health = {"status": "ok", "checks": []}
+    text = render({**base, "events": {"spoken": 3, "health.regression": 1, "not.declared": 9}}, health, {})
+    s = _samples(text)
+    events = {k[len('ishowtts_events_total{event="'):-2]: v for k, v in s.items() if k.startswith("ishowtts_events_total{")}
+    assert set(events) == set(CATALOGUE) and events["spoken"] == "3" and events["health.regression"] == "1"
+    assert events["received"] == "0"  # what status["events"] does not name has not happened
+    assert text.count("# TYPE ishowtts_events_total counter") == 1
+    lines = text.splitlines()
+    i = lines.index('ishowtts_events_total{event="spoken"} 3')
+    assert lines[i - 1] == "# spoken: " + " ".join(CATALOGUE["spoken"].doc.split())
+    # a status without the map of every counter: the events its counts hold
+    s = _samples(render(base, health, {}))
+    assert {k for k in s if k.startswith("ishowtts_events_total")} == {
+        'ishowtts_events_total{event="spoken"}', 'ishowtts_events_total{event="received"}'}
+
+
 def test_batched_speech_does_not_feed_the_rtf_window(tmp_path):
     """A batch member's RTF is a share of one pass, not comparable with the one-at-a-time
     baseline: only unbatched speech is sampled; every utterance still counts for latency."""
