@@ -87,7 +87,9 @@ def save_random_checkpoint(table: dict[str, Any], folder: Path, log) -> dict[str
 
     from safetensors.torch import save_file
 
-    from ishowttsd.engines.f5 import ARCHS, build_model, default_vocab_path, load_vocab, randomize, release_state_dict, save_random_vocos
+    from ishowttsd.engines.f5 import (
+        ARCHS, build_model, default_vocab_path, load_vocab, randomize, release_state_dict, save_random_vocos,
+    )  # fmt: skip
 
     arch = {**ARCHS.get(table.get("model", "F5TTS_v1_Base"), {}), **table.get("arch", {})}
     log(f"building {table.get('model', 'F5TTS_v1_Base')} with random weights")

@@ -205,8 +205,9 @@ class HealthMonitor:
         checks += self.rtf_checks(telemetry, perf)
         checks.append(self._ttfa_check())
         checks.append(self._queue_check())
-        checks += self._source_checks()
-        checks += self._sink_checks()
+        checks += self._part_checks("source", self.sources, _source_level,
+                                    "check the network and the source's config; `ishowttsctl status` shows details")  # fmt: skip
+        checks += self._part_checks("sink", self.sinks, _sink_level, "check the device or service this sink writes to")
         checks += self._disk_checks()
         checks.append(self._memory_check())
         checks += self._hardware_checks(telemetry, perf)
@@ -260,25 +261,16 @@ class HealthMonitor:
                          "speech lags chat: set [queue] ttl, tighten moderation, or speed up the engine", d)  # fmt: skip
         return Check("queue", "ok", reason, data=d)
 
-    def _source_checks(self) -> list[Check]:
+    @staticmethod
+    def _part_checks(kind: str, parts: list, level_of: Callable[[str], str], advice: str) -> list[Check]:
+        """A check per source or sink: its state as a level; its last error and `advice` as the fix."""
         out = []
-        for s in self.sources:
-            level = {"failed": "fail", "down": "warn", "backoff": "warn", "error": "warn"}.get(s.state, "ok")
-            fix = s.last_error or ""
-            if level != "ok":
-                fix = (f"{fix}; " if fix else "") + "check the network and the source's config; `ishowttsctl status` shows details"
-            out.append(Check(f"source:{s.name}", level, f"{s.state} {s.detail}".strip(), fix))
-        return out
-
-    def _sink_checks(self) -> list[Check]:
-        out = []
-        for k in self.sinks:
-            # any state but ok is worth a look (unavailable, disk_full, auth_failed, stalled...)
-            level = "ok" if k.state in ("ok", "starting") else "fail" if k.state == "failed" else "warn"
-            fix = k.last_error or ""
-            if level != "ok":
-                fix = (f"{fix}; " if fix else "") + "check the device or service this sink writes to"
-            out.append(Check(f"sink:{k.name}", level, f"{k.state} {k.detail}".strip(), fix))
+        for p in parts:
+            level = Level(level_of(p.state))
+            fix = p.last_error or ""
+            if level != Level.ok:
+                fix = (f"{fix}; " if fix else "") + advice
+            out.append(Check(f"{kind}:{p.name}", level, f"{p.state} {p.detail}".strip(), fix))
         return out
 
     def _disk_checks(self) -> list[Check]:
@@ -403,6 +395,15 @@ class HealthMonitor:
         tally = SynthesisStats()
         await stream_synthesis(engine, text, voice, threading.Event(), self.engines.limiter, tally)
         return tally.synth_s, tally.audio_s, tally.first_chunk_s or 0.0
+
+
+def _source_level(state: str) -> str:
+    return {"failed": "fail", "down": "warn", "backoff": "warn", "error": "warn"}.get(state, "ok")
+
+
+def _sink_level(state: str) -> str:
+    # any state but ok is worth a look (unavailable, disk_full, auth_failed, stalled...)
+    return "ok" if state in ("ok", "starting") else "fail" if state == "failed" else "warn"
 
 
 def _slope(points: list[tuple[float, float]]) -> float:
