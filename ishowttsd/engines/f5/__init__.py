@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ishowttsd.engines.f5.engine import F5Engine, F5Settings, _Job, crossfade, crossfade_join
+from ishowttsd.engines.f5.engine import F5Engine, F5Settings, _Job, crossfade, crossfade_join  # noqa: F401  (_Job: tests)
 from ishowttsd.engines.f5.reference import Reference, ReferenceCache, clean_reference, read_audio
 from ishowttsd.engines.f5.text import normalize_ref_text, split_chunks
 from ishowttsd.engines.f5.weights import (
