@@ -270,8 +270,7 @@ class Api:
         """Prometheus text exposition of status, health and RTF."""
         from ishowttsd.metrics import render
 
-        rtf = {str(k): self.health_monitor._rtf_level(k)[1] for k in list(self.health_monitor.rtfs)}
-        return {"text": render(self.status(), self.health_monitor.report(), rtf)}
+        return {"text": render(self.status(), self.health_monitor.report(), self.health_monitor.rtf_report())}
 
     @verb("queue")
     async def v_queue(self, _: NoParams) -> dict:

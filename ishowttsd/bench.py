@@ -83,34 +83,22 @@ def build_engine(table: dict[str, Any], state_dir: Path, base: Path | None):
 
 def save_random_checkpoint(table: dict[str, Any], folder: Path, log) -> dict[str, Any]:
     """Full-size random weights in the release formats (EMA safetensors + Vocos folder)."""
-    import torch
+    import shutil
+
     from safetensors.torch import save_file
-    from vocos import Vocos
 
-    from ishowttsd.engines.f5 import ARCHS, N_MELS, _default_vocab, import_f5, randomize, vocos_config
+    from ishowttsd.engines.f5 import (
+        ARCHS, build_model, default_vocab_path, load_vocab, randomize, release_state_dict, save_random_vocos,
+    )  # fmt: skip
 
-    CFM, DiT = import_f5()
-
-    vocab = _default_vocab()
     arch = {**ARCHS.get(table.get("model", "F5TTS_v1_Base"), {}), **table.get("arch", {})}
     log(f"building {table.get('model', 'F5TTS_v1_Base')} with random weights")
-    model = CFM(transformer=DiT(**arch, text_num_embeds=len(vocab), mel_dim=N_MELS), vocab_char_map=vocab)
+    model = build_model(arch, load_vocab(default_vocab_path()))
     randomize(model, seed=0)
-    sd = {f"ema_model.{k}": v.contiguous() for k, v in model.state_dict().items() if not k.startswith("mel_spec.")}
-    save_file(sd, str(folder / "model.safetensors"))
-    from importlib.resources import files
-
-    (folder / "vocab.txt").write_text(Path(str(files("f5_tts").joinpath("infer/examples/vocab.txt"))).read_text("utf-8"), "utf-8")
-    voc_dir = folder / "vocos"
-    voc_dir.mkdir()
-    (voc_dir / "config.yaml").write_text(vocos_config())
-    voc = Vocos.from_hparams(str(voc_dir / "config.yaml"))
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in voc.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.02)
-    torch.save(voc.state_dict(), voc_dir / "pytorch_model.bin")
-    del model, sd
+    save_file(release_state_dict(model), str(folder / "model.safetensors"))
+    shutil.copyfile(default_vocab_path(), folder / "vocab.txt")
+    voc_dir = save_random_vocos(folder / "vocos", seed=1, std=0.02)
+    del model
     return {**table, "checkpoint": str(folder / "model.safetensors"), "vocab": str(folder / "vocab.txt"),
             "vocoder": str(voc_dir), "random_weights": False}  # fmt: skip
 
@@ -281,7 +269,7 @@ def run(args) -> dict[str, Any]:
     fast: dict[str, Any] = {}
     modes: dict[str, Any] = {}
     if not args.no_fast:
-        from ishowttsd.engines.f5_fast import rel_error
+        from ishowttsd.engines.f5 import rel_error
 
         log("fast mode" + (" (GPU half precision)" if half_device else " (CPU: bf16 and int8)"))
         variants = [{"dtype": args.gpu_dtype, "compile": args.compile}] if half_device else [
@@ -324,7 +312,7 @@ def run(args) -> dict[str, Any]:
     from importlib.metadata import version
 
     from ishowttsd import __version__
-    from ishowttsd.engines.f5 import cpu_has_bf16
+    from ishowttsd.hardware import cpu_has_amx, cpu_has_bf16, cpu_has_vnni, cpu_info
 
     summary = {
         "speedup_vs_upstream": _r(_median([r["speedup"] for r in rows])) if up is not None else None,
@@ -339,8 +327,11 @@ def run(args) -> dict[str, Any]:
         "rtf_ours_median": _r(_median([r["ours_rtf"] for r in rows])),
         "rtf_upstream_median": _r(_median([r["upstream_rtf"] for r in rows])) if up is not None else None,
         "device": device,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_info().model or platform.processor() or platform.machine(),
         "cpu_bf16": cpu_has_bf16(torch),
+        "cpu_amx": cpu_has_amx(),
+        "cpu_avx512_vnni": cpu_has_vnni(),
+        "cpu_flags": sorted(cpu_info().flags),
         "threads": torch.get_num_threads(),
         "dtype": fp32_dtype,
         "kernels": ours.kernel_kind,
@@ -378,6 +369,8 @@ def render(result: dict[str, Any]) -> str:
     lines = [
         f"F5-TTS benchmark: {s['model']} ({s['weights']} weights), {s['device']} {s['cpu']}, {s['threads']} threads, "
         f"{s['steps']} steps, reference {s['reference_s']} s, torch {s['versions']['torch']}, f5-tts {s['versions']['f5_tts']}",
+        f"CPU features: bf16 {_yes(s.get('cpu_bf16'))}, AMX {_yes(s.get('cpu_amx'))}, "
+        f"AVX512-VNNI {_yes(s.get('cpu_avx512_vnni'))} ({len(s.get('cpu_flags') or [])} flags in the JSON)",
         "",
         f"{'utterance':<48} {'audio s':>8} {'upstream s':>10} {'ours s':>8} {'speedup':>8} {'RTF ours':>9}",
     ]
@@ -403,6 +396,10 @@ def render(result: dict[str, Any]) -> str:
         f"RTF median           ours {s['rtf_ours_median']}, upstream {s['rtf_upstream_median']}",
     ]
     return "\n".join(lines)
+
+
+def _yes(flag: bool | None) -> str:
+    return "-" if flag is None else "yes" if flag else "no"
 
 
 def build_parser() -> argparse.ArgumentParser:

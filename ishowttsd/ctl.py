@@ -16,11 +16,12 @@ from wcwidth import wcswidth, wcwidth
 from ishowttsd.api import ApiError
 from ishowttsd.control import client_request
 from ishowttsd.events import format_fields
+from ishowttsd.level import Level
 
 EXIT_OK, EXIT_ERROR, EXIT_NO_DAEMON = 0, 1, 3
 # `health` follows the monitoring-plugin convention: 0 ok, 1 warn, 2 fail (a daemon that is not
 # running is a failure), 3 unknown (the daemon could not be asked)
-HEALTH_FAIL, HEALTH_UNKNOWN = 2, 3
+HEALTH_FAIL, HEALTH_UNKNOWN = Level.fail.code, 3
 
 
 def width(text: str) -> int:
@@ -311,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     print(json.dumps(result, ensure_ascii=False, indent=2) if args.json else _human(verb, result))
     if verb == "health":
-        return {"ok": 0, "warn": 1, "fail": 2}[result["status"]]
+        return Level(result["status"]).code
     if verb == "inject" and not result["accepted"]:
         return EXIT_OK
     return EXIT_OK

@@ -21,6 +21,7 @@ All methods here block (files, subprocesses, NVML): the daemon calls them in a w
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -28,6 +29,7 @@ import shutil
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -141,12 +143,7 @@ class Hardware:
         return info
 
     def _cpu_model(self) -> str:
-        text = self._read("/proc/cpuinfo") or ""
-        for line in text.splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("model name", "Model", "Hardware", "cpu model"):
-                return value.strip()
-        return ""
+        return cpu_info(str(self.root)).model
 
     @property
     def kind(self) -> str:
@@ -367,6 +364,7 @@ class Hardware:
         out = {
             "total_mb": round(total / 1024),
             "available_mb": round(avail / 1024),
+            "available_bytes": avail * 1024,  # exact, for metrics
             "used_percent": round(100 * (total - avail) / total, 1) if total else None,
         }
         if "SwapTotal" in fields:
@@ -376,7 +374,7 @@ class Hardware:
     def _process(self) -> dict[str, Any]:
         with self._proc.oneshot():
             mi = self._proc.memory_info()
-            return {"pid": self._proc.pid, "rss_mb": round(mi.rss / 2**20, 1), "threads": self._proc.num_threads()}
+            return {"pid": self._proc.pid, "rss_mb": round(mi.rss / 2**20, 1), "rss_bytes": mi.rss, "threads": self._proc.num_threads()}
 
     def rss_bytes(self) -> int:
         return self._proc.memory_info().rss
@@ -452,6 +450,12 @@ class Hardware:
         self._perf = (now, perf)
         return perf
 
+    @property
+    def last_performance(self) -> dict[str, Any] | None:
+        """The performance state as last read (None before the first read), without reading again."""
+        perf = self._perf
+        return perf[1] if perf else None
+
     def jetson_clocks_state(self) -> dict[str, Any]:
         # it needs root on most JetPack releases; once refused, stop asking every minute
         if self._clocks_tool_error is None:
@@ -516,7 +520,7 @@ class Hardware:
         return {
             "platform": self.info,
             "root": str(self.root),
-            "performance": self._perf[1] if self._perf else None,
+            "performance": self.last_performance,
             "telemetry": self.last,
             "jtop": None if self._jtop is not None else self._jtop_error,
             "nvml": None if self._nvml is not None else self._nvml_error,
@@ -535,6 +539,68 @@ class Hardware:
             except Exception:
                 pass
             self._nvml = None
+
+
+# -- the CPU's model and feature flags --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    """The CPU's model name and feature flags (x86 `flags`, Arm `Features`), from /proc/cpuinfo."""
+
+    model: str
+    flags: frozenset[str]
+
+
+def parse_cpuinfo(text: str) -> CpuInfo:
+    model, flags = "", set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if not model and key in ("model name", "Model", "Hardware", "cpu model"):
+            model = value.strip()
+        elif key in ("flags", "Features"):
+            flags.update(value.split())
+    return CpuInfo(model, frozenset(flags))
+
+
+@functools.cache
+def cpu_info(root: str = "/") -> CpuInfo:
+    """The CPU under `root` (empty where there is no /proc/cpuinfo), read once."""
+    try:
+        text = (Path(root) / "proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = ""
+    return parse_cpuinfo(text)
+
+
+def cpu_flags() -> frozenset[str]:
+    """This machine's CPU feature flags, read once."""
+    return cpu_info().flags
+
+
+def cpu_has_bf16(torch=None) -> bool:
+    """True when the CPU does bf16 matmuls natively (AVX512-BF16 or AMX); with `torch` given,
+    also when its kernels report that capability (where /proc/cpuinfo says nothing)."""
+    if cpu_flags() & {"avx512_bf16", "amx_bf16"}:
+        return True
+    if torch is not None:
+        try:
+            return torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX")
+        except Exception:
+            return False
+    return False
+
+
+def cpu_has_amx() -> bool:
+    """True when the CPU has AMX tiles for bf16 (Sapphire Rapids and later)."""
+    return "amx_bf16" in cpu_flags()
+
+
+def cpu_has_vnni() -> bool:
+    """AVX512-VNNI, the kernels fbgemm's dynamic linear has for u8 x s8 with int32 sums (AVX-VNNI
+    alone is not assumed: fbgemm may run its AVX2 path there)."""
+    return "avx512_vnni" in cpu_flags()
 
 
 def parse_l4t(text: str | None) -> str | None:
@@ -583,6 +649,13 @@ def parse_nvpmodel(text: str) -> dict[str, Any]:
             if i + 1 < len(lines) and lines[i + 1].isdigit():
                 mode_id = int(lines[i + 1])
     return {"name": name, "id": mode_id}
+
+
+def thermal_detail(throttling: dict[str, Any]) -> str:
+    """What is hot, in words, from telemetry's `throttling`: the zones over the limit, else the
+    GPU's thermal throttle reasons."""
+    hot = ", ".join(f"{k} {v} °C" for k, v in (throttling.get("hot") or {}).items())
+    return hot or ", ".join(throttling.get("gpu_reasons") or [])
 
 
 def throttle_reasons(mask: int | None) -> list[str] | None:

@@ -1,23 +1,17 @@
 """Health self-checks: each ok / warn / fail with a reason and a suggested fix.
 
 The checks: engine loaded and warm; RTF against a baseline per (engine, voice, steps,
-device) with the likely cause of a regression; time to first audio; queue backlog and
-latency; sources connected; sinks healthy; memory growth over hours; broken plugins; disk
-space where sinks write; the hardware's performance state.
-
-RTF baselines live in a JSON file (`[health] baseline_file`, by default
-``<state_dir>/rtf-baseline.json``), written by ``ishowttsctl bench --save-baseline``, which
-times the running engine through the daemon's one engine worker. Without one, a baseline is
-learned from the first utterances after warm-up (and said to be learned). A regression is
-the rolling median RTF over the baseline by more than ``rtf_margin``; it is published as a
-``health.regression`` event (which is also a log line) and shown by ``ishowttsctl health``.
+device) with the likely cause of a regression (tracked in `rtf.py`); time to first audio;
+queue backlog and latency; sources connected; sinks healthy; memory growth over hours; broken
+plugins; disk space where sinks write; the hardware's performance state. A change of an RTF
+level is published as a ``health.regression`` / ``health.recovered`` event (which is also a
+log line) and shown by ``ishowttsctl health``; ``ishowttsctl bench`` times the running engine
+for a baseline.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import shutil
 import statistics
 import threading
@@ -25,16 +19,18 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Callable
 
 import anyio
 
 from ishowttsd.config import Config
+from ishowttsd.engines.base import stream_synthesis
+from ishowttsd.hardware import thermal_detail
+from ishowttsd.level import Level, worst
+from ishowttsd.rtf import BaselineStore, RtfTracker, engine_identity
+from ishowttsd.sink import SynthesisStats
 
 log = logging.getLogger("ishowttsd.health")
-
-LEVELS = {"ok": 0, "warn": 1, "fail": 2}
 
 # a fixed text set for `bench`: Chinese, English and mixed, as chat is
 BENCH_TEXTS = (
@@ -43,117 +39,24 @@ BENCH_TEXTS = (
     "感谢老板送的火箭，老板大气！Thank you so much!",
 )
 
-_STEP_KEYS = ("steps", "nfe_step", "nfe_steps", "num_steps")
-
-
 @dataclass
 class Check:
+    """One self-check's verdict: its level, why, and what to do about it."""
+
     check: str
-    level: str
+    level: Level
     reason: str
     fix: str = ""
     data: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.level = Level(self.level)
+
     def to_dict(self) -> dict[str, Any]:
-        d = {"check": self.check, "level": self.level, "reason": self.reason, "fix": self.fix}
+        d = {"check": self.check, "level": self.level.value, "reason": self.reason, "fix": self.fix}
         if self.data:
             d["data"] = self.data
         return d
-
-
-def worst(levels) -> str:
-    return max(levels, key=LEVELS.__getitem__, default="ok")
-
-
-@dataclass(frozen=True)
-class RtfKey:
-    """What an RTF is comparable across: the same engine, voice, steps and device."""
-
-    engine: str
-    voice: str
-    steps: int | None
-    device: str
-
-    def __str__(self) -> str:
-        return f"{self.engine}/{self.voice}/{'-' if self.steps is None else self.steps}/{self.device}"
-
-    def same_but_steps(self, other: RtfKey) -> bool:
-        return (self.engine, self.voice, self.device) == (other.engine, other.voice, other.device)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"engine": self.engine, "voice": self.voice, "steps": self.steps, "device": self.device}
-
-
-def engine_identity(engine: Any, voice: Any) -> tuple[RtfKey, dict[str, Any]]:
-    """The RTF key of an engine + voice, and the settings a baseline remembers for it."""
-    settings = engine.settings.model_dump(mode="json") if hasattr(engine.settings, "model_dump") else {}
-    options = dict(getattr(voice, "options", {}) or {})
-    steps = None
-    for k in _STEP_KEYS:
-        v = options.get(k, settings.get(k))
-        if isinstance(v, int) and not isinstance(v, bool):
-            steps = v
-            break
-    device = str(getattr(engine, "device", None) or "cpu")
-    remembered = {**settings, **{f"voice.{k}": v for k, v in options.items()}, "voice.speed": getattr(voice, "speed", 1.0)}
-    return RtfKey(engine.name, voice.id, steps, device), remembered
-
-
-# -- baselines ------------------------------------------------------------------------------
-
-
-class BaselineStore:
-    """RTF baselines in one JSON file: {"version": 1, "baselines": {"<key>": {...}}}."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.error: str | None = None
-        self._cache: tuple[float, dict[str, dict]] | None = None
-
-    def load(self) -> dict[str, dict[str, Any]]:
-        try:
-            mtime = self.path.stat().st_mtime
-        except FileNotFoundError:
-            self.error = None
-            return {}
-        except OSError as e:
-            self.error = f"cannot read {self.path}: {e.strerror}"
-            return {}
-        if self._cache and self._cache[0] == mtime:
-            return self._cache[1]
-        try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
-            entries = raw["baselines"]
-            if not isinstance(entries, dict):
-                raise ValueError("baselines is not an object")
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            self.error = f"{self.path} is not a baseline file ({type(e).__name__}: {e})"
-            return {}
-        self.error = None
-        self._cache = (mtime, entries)
-        return entries
-
-    def find(self, key: RtfKey) -> tuple[dict[str, Any] | None, bool]:
-        """The baseline for this key; else one for the same engine/voice/device at other steps."""
-        entries = self.load()
-        if str(key) in entries:
-            return entries[str(key)], True
-        for e in entries.values():
-            other = RtfKey(e.get("engine", ""), e.get("voice", ""), e.get("steps"), e.get("device", ""))
-            if key.same_but_steps(other):
-                return e, False
-        return None, False
-
-    def save(self, entry: dict[str, Any]) -> None:
-        """Add or replace one baseline; written atomically (a crash never leaves half a file)."""
-        entries = dict(self.load())
-        key = RtfKey(entry["engine"], entry["voice"], entry["steps"], entry["device"])
-        entries[str(key)] = entry
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({"version": 1, "baselines": entries}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, self.path)
-        self._cache = None
 
 
 # -- the monitor ------------------------------------------------------------------------------
@@ -194,12 +97,9 @@ class HealthMonitor:
         self.clock = clock
         path = cfg.resolve(self.hc.baseline_file) if self.hc.baseline_file else cfg.state_dir() / "rtf-baseline.json"
         self.baselines = BaselineStore(path)
-        self.rtfs: dict[RtfKey, deque[float]] = {}
-        self.settings: dict[RtfKey, dict[str, Any]] = {}
-        self.learned: dict[RtfKey, dict[str, Any]] = {}
+        self.rtf = RtfTracker(self.hc, self.baselines)
         self.latencies: deque[float] = deque(maxlen=200)
         self.rss: deque[tuple[float, int]] = deque(maxlen=4000)
-        self._levels: dict[RtfKey, str] = {}
         self._dirty = anyio.Event()
         self._lock = threading.Lock()
 
@@ -223,46 +123,16 @@ class HealthMonitor:
         except Exception:
             return
         key, settings = engine_identity(engine, voice)
-        self.settings[key] = settings
-        samples = self.rtfs.setdefault(key, deque(maxlen=self.hc.rtf_window))
-        samples.append(rtf)
-        if self.hc.learn_baseline and key not in self.learned and len(samples) >= self.hc.learn_samples:
-            self.learned[key] = {**key.to_dict(), "rtf_median": statistics.median(samples), "runs": len(samples),
-                                 "source": "learned", "settings": settings}  # fmt: skip
+        self.rtf.record(key, settings, rtf)
 
     def sample_memory(self, rss: int | None = None, now: float | None = None) -> None:
         self.rss.append((self.clock() if now is None else now, self.hardware.rss_bytes() if rss is None else rss))
 
     # -- the RTF check ------------------------------------------------------------------------
 
-    def baseline_for(self, key: RtfKey) -> tuple[dict[str, Any] | None, str]:
-        entry, exact = self.baselines.find(key)
-        if entry is not None:
-            return entry, "stored" if exact else "stored, other steps"
-        if key in self.learned:
-            return self.learned[key], "learned"
-        return None, "none"
-
-    def _rtf_level(self, key: RtfKey) -> tuple[str, dict[str, Any]]:
-        samples = self.rtfs.get(key) or []
-        d: dict[str, Any] = {**key.to_dict(), "samples": len(samples)}
-        if len(samples) < self.hc.rtf_min_samples:
-            return "ok", d
-        median = statistics.median(samples)
-        d["rtf_median"] = round(median, 4)
-        base, how = self.baseline_for(key)
-        d["baseline_source"] = how
-        if base is None or not base.get("rtf_median"):
-            return "ok", d
-        ratio = median / base["rtf_median"]
-        d.update(baseline=round(base["rtf_median"], 4), ratio=round(ratio, 3))
-        if median < self.hc.rtf_floor:  # e.g. espeak: per-chunk overhead is the noise, and speech is instant anyway
-            return "ok", d
-        if ratio > 1 + self.hc.rtf_fail_margin:
-            return "fail", d
-        if ratio > 1 + self.hc.rtf_margin:
-            return "warn", d
-        return "ok", d
+    def rtf_report(self) -> dict[str, dict[str, Any]]:
+        """Every RTF key's check fields (median, baseline, ratio, ...) by "engine/voice/steps/device"."""
+        return self.rtf.report()
 
     def rtf_checks(self, telemetry: dict[str, Any] | None, perf: dict[str, Any] | None) -> list[Check]:
         self.baselines.load()
@@ -270,11 +140,11 @@ class HealthMonitor:
         if self.baselines.error:
             out.append(Check("rtf:baseline", "warn", self.baselines.error,
                              "fix or delete the file, then run `ishowttsctl bench --save-baseline`"))  # fmt: skip
-        if not self.rtfs:
+        if not self.rtf.windows:
             out.append(Check("rtf", "ok", "nothing spoken yet"))
             return out
-        for key in list(self.rtfs):
-            level, d = self._rtf_level(key)
+        for key in list(self.rtf.windows):
+            level, d = self.rtf.level(key)
             name = f"rtf:{key}"
             if "rtf_median" not in d:
                 out.append(Check(name, "ok", f"{d['samples']} utterance(s) so far; judged after {self.hc.rtf_min_samples}", data=d))
@@ -285,69 +155,15 @@ class HealthMonitor:
                 continue
             reason = (f"median RTF {d['rtf_median']} over the last {d['samples']} vs baseline {d['baseline']} "
                       f"({d['baseline_source']}): x{d['ratio']}")  # fmt: skip
-            if level == "ok":
-                out.append(Check(name, "ok", reason, data=d))
+            if level == Level.ok:
+                out.append(Check(name, level, reason, data=d))
                 continue
-            causes = self.likely_causes(key, telemetry, perf)
+            causes = self.rtf.likely_causes(key, telemetry, perf)
             d["causes"] = [c["cause"] for c in causes]
             reason += f", over the {int(self.hc.rtf_margin * 100)}% margin; likely: " + "; ".join(c["detail"] for c in causes)
             fix = " ".join(dict.fromkeys(c["fix"] for c in causes if c["fix"]))
             out.append(Check(name, level, reason, fix, d))
         return out
-
-    def likely_causes(self, key: RtfKey, telemetry: dict[str, Any] | None, perf: dict[str, Any] | None) -> list[dict[str, str]]:
-        """Why speech got slower: config change, clocks, power mode, heat, other processes."""
-        causes: list[dict[str, str]] = []
-        base, how = self.baseline_for(key)
-        base = base or {}
-
-        def add(cause: str, detail: str, fix: str = "") -> None:
-            causes.append({"cause": cause, "detail": detail, "fix": fix})
-
-        if how == "stored, other steps" and base.get("steps") != key.steps:
-            more = "more" if (key.steps or 0) > (base.get("steps") or 0) else "other"
-            add("config_change", f"config change: {more} steps ({base.get('steps')} in the baseline, {key.steps} now)",
-                "use the baseline's steps again, or save a new baseline for these steps (`ishowttsctl bench --save-baseline`).")  # fmt: skip
-        now_settings = self.settings.get(key, {})
-        old_settings = base.get("settings") or {}
-        changed = sorted(k for k in set(now_settings) | set(old_settings)
-                         if k not in _STEP_KEYS and now_settings.get(k) != old_settings.get(k) and old_settings)  # fmt: skip
-        if changed:
-            diffs = ", ".join(f"{k} {old_settings.get(k)!r} -> {now_settings.get(k)!r}" for k in changed[:4])
-            add("config_change", f"config change since the baseline: {diffs}",
-                "undo the change, or save a new baseline if it is meant (`ishowttsctl bench --save-baseline`).")  # fmt: skip
-        perf = perf or {}
-        base_hw = base.get("hardware") or {}
-        if perf.get("clocks_locked") is False:
-            was = " (they were locked for the baseline)" if base_hw.get("clocks_locked") else ""
-            add("clocks_not_locked", f"clocks not locked: jetson_clocks is off{was}",
-                "sudo systemctl start ishowtts-performance (or run `sudo jetson_clocks`).")  # fmt: skip
-        mode_now = (perf.get("nvpmodel") or {}).get("name")
-        mode_then = (base_hw.get("nvpmodel") or {}).get("name") if isinstance(base_hw.get("nvpmodel"), dict) else None
-        if mode_now and mode_then and mode_now != mode_then:
-            add("power_mode", f"power mode changed: {mode_then} in the baseline, {mode_now} now",
-                "set the mode back (NVPMODEL_MODE in /etc/ishowtts/performance.env, then restart ishowtts-performance).")  # fmt: skip
-        t = telemetry or {}
-        thr = t.get("throttling") or {}
-        if thr.get("thermal"):
-            hot = ", ".join(f"{k} {v} °C" for k, v in (thr.get("hot") or {}).items()) or ", ".join(thr.get("gpu_reasons") or [])
-            add("thermal_throttling", f"thermal throttling ({hot})", "improve cooling: check the fan, airflow and heatsink.")
-        power = [r for r in thr.get("gpu_reasons") or [] if r in ("sw_power_cap", "hw_power_brake_slowdown", "hw_slowdown")]
-        if power:
-            add("power_throttling", f"GPU held back by {', '.join(power)}", "check the power supply and the GPU power limit.")
-        cpu = t.get("cpu") or {}
-        others = cpu.get("others_cores")
-        ncpu = cpu.get("count") or os.cpu_count() or 1
-        load = (cpu.get("load") or [None])[0]
-        if others is not None and (others >= self.hc.contention_cores or (load is not None and load > ncpu + 0.5 and others > 0.2)):
-            top = ", ".join(f"{p['name']} (pid {p['pid']}, {p['cores']} cores)" for p in cpu.get("top_others") or [])
-            add("cpu_contention",
-                f"CPU contention: other processes use {others} of {ncpu} cores (load {load})" + (f"; busiest: {top}" if top else ""),
-                "stop or renice the busy processes, or move them to other cores.")  # fmt: skip
-        if not causes:
-            add("unknown", "no cause found in config, clocks, power mode, temperature or CPU load",
-                "compare `ishowttsctl status` hardware with the baseline; re-run `ishowttsctl bench`.")  # fmt: skip
-        return causes
 
     # -- regressions as events ------------------------------------------------------------------
 
@@ -366,21 +182,16 @@ class HealthMonitor:
                 log.exception("health regression check failed; will try again after the next utterance")
 
     async def _publish_changes(self, refresh: Callable[[], Any]) -> None:
-        changed = []
-        for key in list(self.rtfs):
-            level, d = self._rtf_level(key)
-            if level != self._levels.get(key, "ok"):
-                changed.append((key, level, d))
-            self._levels[key] = level
+        changed = self.rtf.changes()
         if not changed:
             return
         telemetry, perf = await refresh()
         for key, level, d in changed:
-            if level == "ok":
+            if level == Level.ok:
                 self.events.publish("health.recovered", key=str(key), **d)
                 continue
-            causes = self.likely_causes(key, telemetry, perf)
-            self.events.publish("health.regression", level=level, key=str(key), **d,
+            causes = self.rtf.likely_causes(key, telemetry, perf)
+            self.events.publish("health.regression", level=level.value, key=str(key), **d,
                                 causes=[c["cause"] for c in causes], detail="; ".join(c["detail"] for c in causes))  # fmt: skip
 
     # -- all checks -------------------------------------------------------------------------------
@@ -388,20 +199,21 @@ class HealthMonitor:
     def report(self) -> dict[str, Any]:
         hw = self.hardware
         telemetry = hw.last
-        perf = hw._perf[1] if hw._perf else None
+        perf = hw.last_performance
         checks: list[Check] = []
         checks.append(self._engine_check())
         checks += self.rtf_checks(telemetry, perf)
         checks.append(self._ttfa_check())
         checks.append(self._queue_check())
-        checks += self._source_checks()
-        checks += self._sink_checks()
+        checks += self._part_checks("source", self.sources, _source_level,
+                                    "check the network and the source's config; `ishowttsctl status` shows details")  # fmt: skip
+        checks += self._part_checks("sink", self.sinks, _sink_level, "check the device or service this sink writes to")
         checks += self._disk_checks()
         checks.append(self._memory_check())
         checks += self._hardware_checks(telemetry, perf)
         for r in self.plugins.broken:
             checks.append(Check(f"plugin:{r.name}", "warn", f"{r.state}: {r.error}", "fix or remove the plugin file"))
-        return {"status": worst(c.level for c in checks), "checks": [c.to_dict() for c in checks]}
+        return {"status": worst(c.level for c in checks).value, "checks": [c.to_dict() for c in checks]}
 
     def _engine_check(self) -> Check:
         eng = self.engines
@@ -449,25 +261,16 @@ class HealthMonitor:
                          "speech lags chat: set [queue] ttl, tighten moderation, or speed up the engine", d)  # fmt: skip
         return Check("queue", "ok", reason, data=d)
 
-    def _source_checks(self) -> list[Check]:
+    @staticmethod
+    def _part_checks(kind: str, parts: list, level_of: Callable[[str], str], advice: str) -> list[Check]:
+        """A check per source or sink: its state as a level; its last error and `advice` as the fix."""
         out = []
-        for s in self.sources:
-            level = {"failed": "fail", "down": "warn", "backoff": "warn", "error": "warn"}.get(s.state, "ok")
-            fix = s.last_error or ""
-            if level != "ok":
-                fix = (f"{fix}; " if fix else "") + "check the network and the source's config; `ishowttsctl status` shows details"
-            out.append(Check(f"source:{s.name}", level, f"{s.state} {s.detail}".strip(), fix))
-        return out
-
-    def _sink_checks(self) -> list[Check]:
-        out = []
-        for k in self.sinks:
-            # any state but ok is worth a look (unavailable, disk_full, auth_failed, stalled...)
-            level = "ok" if k.state in ("ok", "starting") else "fail" if k.state == "failed" else "warn"
-            fix = k.last_error or ""
-            if level != "ok":
-                fix = (f"{fix}; " if fix else "") + "check the device or service this sink writes to"
-            out.append(Check(f"sink:{k.name}", level, f"{k.state} {k.detail}".strip(), fix))
+        for p in parts:
+            level = Level(level_of(p.state))
+            fix = p.last_error or ""
+            if level != Level.ok:
+                fix = (f"{fix}; " if fix else "") + advice
+            out.append(Check(f"{kind}:{p.name}", level, f"{p.state} {p.detail}".strip(), fix))
         return out
 
     def _disk_checks(self) -> list[Check]:
@@ -536,8 +339,7 @@ class HealthMonitor:
                     out.append(Check("hardware:nvpmodel", "ok", f"power mode {nv.get('name') or nv.get('id')}"))
         thr = (telemetry or {}).get("throttling") or {}
         if thr.get("thermal"):
-            hot = ", ".join(f"{k} {v} °C" for k, v in (thr.get("hot") or {}).items()) or ", ".join(thr.get("gpu_reasons") or [])
-            out.append(Check("hardware:thermal", "warn", f"thermal throttling ({hot})", "improve cooling: fan, airflow, heatsink"))
+            out.append(Check("hardware:thermal", "warn", f"thermal throttling ({thermal_detail(thr)})", "improve cooling: fan, airflow, heatsink"))
         return out
 
     # -- bench ---------------------------------------------------------------------------------
@@ -562,7 +364,7 @@ class HealthMonitor:
         if not results:
             raise RuntimeError(f"engine {engine.name} produced no audio for the bench texts")
         rtfs = [r["rtf"] for r in results]
-        perf = self.hardware._perf[1] if self.hardware._perf else None
+        perf = self.hardware.last_performance
         entry = {
             **key.to_dict(),
             "rtf_median": round(statistics.median(rtfs), 5),
@@ -589,23 +391,19 @@ class HealthMonitor:
                 "runs": [{k: round(v, 5) for k, v in r.items()} for r in results]}  # fmt: skip
 
     async def _time_one(self, engine, voice, text: str) -> tuple[float, float, float]:
-        cancel = threading.Event()
-        limiter = self.engines.limiter
-        it = await anyio.to_thread.run_sync(engine.synthesize, text, voice, cancel, limiter=limiter)
-        done = object()
-        synth = audio = 0.0
-        first = None
-        t_start = time.perf_counter()
-        while True:
-            t0 = time.perf_counter()
-            chunk = await anyio.to_thread.run_sync(next, it, done, limiter=limiter)
-            synth += time.perf_counter() - t0
-            if chunk is done:
-                break
-            if first is None:
-                first = time.perf_counter() - t_start
-            audio += chunk.duration
-        return synth, audio, first or 0.0
+        """(synthesis s, audio s, s to the first chunk) of one text, through the speaker's path."""
+        tally = SynthesisStats()
+        await stream_synthesis(engine, text, voice, threading.Event(), self.engines.limiter, tally)
+        return tally.synth_s, tally.audio_s, tally.first_chunk_s or 0.0
+
+
+def _source_level(state: str) -> str:
+    return {"failed": "fail", "down": "warn", "backoff": "warn", "error": "warn"}.get(state, "ok")
+
+
+def _sink_level(state: str) -> str:
+    # any state but ok is worth a look (unavailable, disk_full, auth_failed, stalled...)
+    return "ok" if state in ("ok", "starting") else "fail" if state == "failed" else "warn"
 
 
 def _slope(points: list[tuple[float, float]]) -> float:

@@ -48,7 +48,7 @@ from typing import Any, Callable
 import emoji
 
 from ishowttsd.config import ConfigError, ModerationConfig
-from ishowttsd.messages import Kind, Message, Priority, User, Utterance
+from ishowttsd.messages import Kind, Message, Priority, User, Utterance, as_int
 
 DEFAULT_TEMPLATES: dict[str, str] = {
     "danmaku": "{user}说：{text}",
@@ -331,7 +331,7 @@ class Moderator:
             source=source,
         )
         if m.kind == Kind.GIFT and self.cfg.combo_window_s:
-            num = _int(m.extra.get("combo_total")) or _int(m.extra.get("num"), 1)
+            num = as_int(m.extra.get("combo_total")) or as_int(m.extra.get("num"), 1)
             key = _combo_key(m)
             st.combos[key] = _Combo(utt, num, now)
             st.combos.move_to_end(key)
@@ -376,8 +376,8 @@ class Moderator:
             return None  # already said: this part of the combo is new speech
         if combo.utterance.priority != priority:
             return None
-        total = _int(m.extra.get("combo_total"))
-        combo.num = total if total else combo.num + _int(m.extra.get("num"), 1)
+        total = as_int(m.extra.get("combo_total"))
+        combo.num = total if total else combo.num + as_int(m.extra.get("num"), 1)
         combo.last = now
         self.state.combos.move_to_end(key)
         first = combo.utterance.message
@@ -493,13 +493,6 @@ def _combo_key(m: Message) -> str:
     if cid:
         return f"{m.platform}:combo:{cid}"
     return f"{m.platform}:{m.user.id or m.user.name}:{m.extra.get('gift', '')}"
-
-
-def _int(v: Any, default: int = 0) -> int:
-    try:
-        return int(v)
-    except (TypeError, ValueError):
-        return default
 
 
 def _template_fields(m: Message, text: str) -> dict[str, Any]:

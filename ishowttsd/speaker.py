@@ -27,7 +27,7 @@ import anyio
 import numpy as np
 from anyio.abc import TaskGroup
 
-from ishowttsd.engines.base import Engine, EngineError, Voice
+from ishowttsd.engines.base import Engine, EngineError, Voice, stream_synthesis
 from ishowttsd.engines.host import EngineHost
 from ishowttsd.events import EventBus
 from ishowttsd.messages import AudioChunk, Utterance
@@ -291,28 +291,11 @@ class Speaker:
                     p.synth_done.set()
 
     async def _synthesize(self, p: Prepared, voice) -> None:
-        t_start = time.perf_counter()
-        done = object()
-        it = None
         try:
-            it = p.engine.synthesize(p.utterance.text, voice, p.cancel)
-            while not p.cancel.is_set():
-                t0 = time.perf_counter()
-                chunk = await anyio.to_thread.run_sync(next, it, done, limiter=self.engines.limiter)
-                p.stats.synth_s += time.perf_counter() - t0
-                if chunk is done:
-                    break
-                if p.stats.first_chunk_s is None:
-                    p.stats.first_chunk_s = time.perf_counter() - t_start
-                p.stats.chunks += 1
-                p.stats.audio_s += chunk.duration
-                p.send.send_nowait(chunk)
+            await stream_synthesis(p.engine, p.utterance.text, voice, p.cancel, self.engines.limiter, p.stats, p.send.send_nowait)
         except Exception as e:
             p.error = f"{type(e).__name__}: {e}"
         finally:
-            if p.cancel.is_set() and it is not None:
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(_close, it, limiter=self.engines.limiter)
             p.send.close()
             p.synth_done.set()
 
@@ -510,10 +493,3 @@ async def _prepend(first: AudioChunk, rest):
     yield first
     async for chunk in rest:
         yield chunk
-
-
-def _close(it) -> None:
-    close = getattr(it, "close", None)
-    if close:
-        close()
-

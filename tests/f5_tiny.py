@@ -27,36 +27,21 @@ def build(dirpath: Path, seed: int = 0) -> dict[str, Path]:
     import torch
     from safetensors.torch import save_file
 
-    from ishowttsd.engines.f5 import import_f5, randomize, vocos_config
-
-    CFM, DiT = import_f5()
+    from ishowttsd.engines.f5 import build_model, randomize, release_state_dict, save_random_vocos
 
     dirpath.mkdir(parents=True, exist_ok=True)
     vocab = tiny_vocab()
     (dirpath / "vocab.txt").write_text("".join(t + "\n" for t in vocab), encoding="utf-8")
-    torch.manual_seed(seed)
-    model = CFM(transformer=DiT(**TINY_ARCH, text_num_embeds=len(vocab), mel_dim=100),
-                vocab_char_map={t: i for i, t in enumerate(vocab)})  # fmt: skip
+    model = build_model(TINY_ARCH, {t: i for i, t in enumerate(vocab)})
     randomize(model, seed=seed, std=0.05)
-    sd = {k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("mel_spec.")}
-    save_file({f"ema_model.{k}": v for k, v in sd.items()}, str(dirpath / "model.safetensors"))
-    save_file(dict(sd), str(dirpath / "model_plain.safetensors"))
+    ema = release_state_dict(model)
+    save_file(ema, str(dirpath / "model.safetensors"))
+    sd = {k.removeprefix("ema_model."): v for k, v in ema.items()}
+    save_file(sd, str(dirpath / "model_plain.safetensors"))
     plain = {k: v * 0 for k, v in sd.items()}  # a different, non-EMA set: use_ema must pick EMA
-    torch.save({"ema_model_state_dict": {**{f"ema_model.{k}": v for k, v in sd.items()}, "initted": torch.tensor(True),
-                                         "step": torch.tensor(1)},
+    torch.save({"ema_model_state_dict": {**ema, "initted": torch.tensor(True), "step": torch.tensor(1)},
                 "model_state_dict": plain, "step": 1}, dirpath / "model.pt")  # fmt: skip
-    # a tiny Vocos with random weights
-    from vocos import Vocos
-
-    voc_dir = dirpath / "vocos"
-    voc_dir.mkdir(exist_ok=True)
-    (voc_dir / "config.yaml").write_text(vocos_config(dim=32, intermediate_dim=64, num_layers=1))
-    voc = Vocos.from_hparams(str(voc_dir / "config.yaml"))
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for p in voc.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-    torch.save(voc.state_dict(), voc_dir / "pytorch_model.bin")
+    voc_dir = save_random_vocos(dirpath / "vocos", seed=seed + 1, std=0.1, dim=32, intermediate_dim=64, num_layers=1)
     ref = dirpath / "ref.wav"
     write_reference(ref)
     return {"dir": dirpath, "safetensors": dirpath / "model.safetensors", "plain": dirpath / "model_plain.safetensors",

@@ -13,9 +13,9 @@ pytest.importorskip("f5_tts")
 
 import f5_tiny  # noqa: E402
 
-from ishowttsd.engines import f5_fast  # noqa: E402
 from ishowttsd.engines.base import EngineContext, EngineError, Voice  # noqa: E402
-from ishowttsd.engines.f5 import F5Engine, F5Settings, _Job, crossfade_join, normalize_ref_text, split_chunks  # noqa: E402
+from ishowttsd.engines.f5 import F5Engine, F5Settings, _Job, crossfade_join, normalize_ref_text, rel_error, split_chunks, time_grid  # noqa: E402
+from ishowttsd.hardware import cpu_has_bf16  # noqa: E402
 
 
 class _Cfg:
@@ -227,13 +227,13 @@ def test_fast_velocity_equals_upstream_dit(engine):
         got = engine._fast.velocity(x, torch.tensor(0.4), 2.0)
         engine._fast.clear()
     assert want.abs().mean() > 0.01  # random weights: a real velocity, not zeros
-    assert f5_fast.rel_error(got, want) < 1e-3
+    assert rel_error(got, want) < 1e-3
 
 
 def test_time_grid_is_epss():
-    t = f5_fast.time_grid(7, None)
+    t = time_grid(7, None)
     assert torch.allclose(t * 32, torch.tensor([0, 2, 4, 6, 8, 16, 24, 32.0]))
-    assert len(f5_fast.time_grid(9, -1.0)) == 10
+    assert len(time_grid(9, -1.0)) == 10
 
 
 def test_seeded_runs_are_deterministic(engine):
@@ -328,8 +328,6 @@ def test_warmup_reports_progress(tiny, tmp_path):
 
 @pytest.mark.parametrize("mode", ["int8", "bf16"])
 def test_fast_mode_deviation_is_measured(tiny, tmp_path, engine, mode):
-    from ishowttsd.engines.f5 import cpu_has_bf16
-
     if mode == "bf16" and not cpu_has_bf16(torch):
         pytest.skip("this CPU has no native bf16")
     e = make(tiny, tmp_path, fast=True, fast_mode=mode)
@@ -340,6 +338,6 @@ def test_fast_mode_deviation_is_measured(tiny, tmp_path, engine, mode):
     fast = speak(e, text)
     speak(engine, text)
     want = torch.cat(engine.last_mel)
-    err = f5_fast.rel_error(torch.cat(e.last_mel), want)
+    err = rel_error(torch.cat(e.last_mel), want)
     assert len(fast) == len(speak(engine, text))
     assert 0 < err < 0.5

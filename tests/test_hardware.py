@@ -11,7 +11,7 @@ import pytest
 
 from daemon_process import DaemonProcess
 from ishowttsd.config import HardwareConfig
-from ishowttsd.hardware import Hardware, parse_jetson_clocks, parse_l4t, parse_nvpmodel, throttle_reasons
+from ishowttsd.hardware import Hardware, cpu_info, parse_cpuinfo, parse_jetson_clocks, parse_l4t, parse_nvpmodel, throttle_reasons
 
 TEGRA = "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, DATE: Tue Aug  1 19:57:35 UTC 2023\n"
 
@@ -107,6 +107,31 @@ def test_parsers():
     assert throttle_reasons(None) is None
 
 
+X86_CPUINFO = """processor\t: 0
+model name\t: Intel(R) Xeon(R) Platinum 8480+
+flags\t\t: fpu avx2 avx512f avx512_vnni avx512_bf16 amx_bf16 amx_tile
+processor\t: 1
+model name\t: Intel(R) Xeon(R) Platinum 8480+
+flags\t\t: fpu avx2 avx512f avx512_vnni avx512_bf16 amx_bf16 amx_tile
+"""
+
+
+def test_cpu_model_and_flags():
+    x86 = parse_cpuinfo(X86_CPUINFO)
+    assert x86.model == "Intel(R) Xeon(R) Platinum 8480+" and {"amx_bf16", "avx512_vnni", "avx512_bf16"} <= x86.flags
+    arm = parse_cpuinfo("processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\nmodel name\t: ARMv8 Processor rev 1 (v8l)\n")
+    assert arm.model == "ARMv8 Processor rev 1 (v8l)" and "i8mm" in arm.flags
+    assert parse_cpuinfo("") == parse_cpuinfo("processor\t: 0\n") and not parse_cpuinfo("").flags
+
+
+def test_cpu_info_is_read_once_per_root(tmp_path):
+    _w(tmp_path, "proc/cpuinfo", X86_CPUINFO)
+    first = cpu_info(str(tmp_path))
+    _w(tmp_path, "proc/cpuinfo", "model name\t: changed\n")
+    assert cpu_info(str(tmp_path)) is first and first.model.startswith("Intel")
+    assert cpu_info(str(tmp_path / "none")).flags == frozenset()  # no /proc/cpuinfo: no flags, no error
+
+
 def test_detects_a_jetson(jetson):
     hw, _, _ = jetson
     info = hw.detect()
@@ -137,8 +162,9 @@ def test_thermal_throttling_is_seen(tmp_path):
 
 def test_performance_from_the_tools(jetson):
     hw, clocks, _ = jetson
+    assert hw.last_performance is None  # nothing read yet, and reading it runs no tool
     perf = hw.performance()
-    assert perf["clocks_locked"] is False
+    assert perf["clocks_locked"] is False and hw.last_performance == perf
     assert perf["jetson_clocks"]["source"] == "jetson_clocks --show"
     assert perf["nvpmodel"] == {"name": "MAXN", "id": 0, "source": "nvpmodel -q"}
     clocks.write_text(LOCKED)  # as after `sudo jetson_clocks`

@@ -13,8 +13,9 @@ import pytest
 
 from daemon_process import DaemonProcess
 from ishowttsd.config import Config, parse_config
-from ishowttsd.health import BaselineStore, HealthMonitor, RtfKey, engine_identity
+from ishowttsd.health import HealthMonitor
 from ishowttsd.metrics import render
+from ishowttsd.rtf import BaselineStore, RtfKey, engine_identity
 
 # An engine that does real CPU work per 0.2 s audio chunk in proportion to `steps`, as a
 # diffusion model's solver steps do: more steps, or less CPU, makes it slower for real.
@@ -203,7 +204,7 @@ class _Part:
 class _FakeHardware:
     info = {"kind": "cpu", "device": "cpu"}
     last = None
-    _perf = None
+    last_performance = None
 
     def rss_bytes(self):
         return 100 * 2**20
@@ -267,7 +268,7 @@ def test_ttfa_thresholds(tmp_path):
 def test_a_corrupt_baseline_file_is_reported(tmp_path):
     (tmp_path / "b.json").write_text("{not json")
     m = monitor(tmp_path, {"health": {"baseline_file": "b.json"}})
-    m.rtfs[RtfKey("espeak", "auto", None, "cpu")] = deque([0.1, 0.1, 0.1])
+    m.rtf.windows[RtfKey("espeak", "auto", None, "cpu")] = deque([0.1, 0.1, 0.1])
     c = checks(m)["rtf:baseline"]
     assert c["level"] == "warn" and "not a baseline file" in c["reason"]
 
@@ -303,6 +304,60 @@ def test_metrics_text_format():
     assert 'ishowtts_sink_up{name="file",type="file"} 1' in text
 
 
+def _samples(text: str) -> dict[str, str]:
+    """Every sample line of an exposition, name{labels} -> value; checks the line grammar."""
+    import re
+
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            assert re.fullmatch(r"# (HELP|TYPE) \w+ .+|# (?!HELP |TYPE ).*", line), line
+            continue
+        m = re.fullmatch(r'(\w+(?:\{[^}]*\})?) (\S+)', line)
+        assert m, line
+        float(m[2])  # Prometheus reads it as a float
+        out[m[1]] = m[2]
+    return out
+
+
+def test_metrics_values_are_exact():
+    """A counter of 1234567 is not `1.23457e+06`, and RSS bytes are not rounded."""
+    status = {"state": "running", "uptime_s": 98765.4, "counts": {"spoken": 1_234_567, "received": 12_345_678_901},
+              "queue": {"pending": 0, "oldest_wait_s": 0.0}, "sources": [], "sinks": [],
+              "hardware": {"telemetry": {"process": {"rss_mb": 117.7, "rss_bytes": 123_456_789},
+                                         "memory": {"available_mb": 28000, "available_bytes": 28_672_000_000},
+                                         "temperatures": {"CPU-therm": 48.5}, "cpu": {"load": [0.1 + 0.2]}}}}  # fmt: skip
+    s = _samples(render(status, {"status": "ok", "checks": []}, {}))
+    assert s['ishowtts_utterances_total{outcome="spoken"}'] == "1234567"
+    assert s['ishowtts_utterances_total{outcome="received"}'] == "12345678901"
+    assert s["ishowtts_process_rss_bytes"] == "123456789" and s["ishowtts_memory_available_bytes"] == "28672000000"
+    assert s["ishowtts_uptime_seconds"] == "98765.4" and s['ishowtts_temperature_celsius{zone="CPU-therm"}'] == "48.5"
+    assert float(s["ishowtts_cpu_load1"]) == 0.1 + 0.2  # the shortest form that reads back to the same float
+    older = {**status, "hardware": {"telemetry": {"process": {"rss_mb": 117.5}}}}  # a telemetry without bytes
+    assert _samples(render(older, {"status": "ok", "checks": []}, {}))["ishowtts_process_rss_bytes"] == str(int(117.5 * 2**20))
+
+
+def test_metrics_count_every_declared_event():
+    from ishowttsd.events import CATALOGUE
+
+    base = {"state": "running", "uptime_s": 1.0, "counts": {"spoken": 3, "received": 5},
+            "queue": {"pending": 0, "oldest_wait_s": 0.0}, "sources": [], "sinks": []}  # fmt: skip
+    health = {"status": "ok", "checks": []}
+    text = render({**base, "events": {"spoken": 3, "health.regression": 1, "not.declared": 9}}, health, {})
+    s = _samples(text)
+    events = {k[len('ishowtts_events_total{event="'):-2]: v for k, v in s.items() if k.startswith("ishowtts_events_total{")}
+    assert set(events) == set(CATALOGUE) and events["spoken"] == "3" and events["health.regression"] == "1"
+    assert events["received"] == "0"  # what status["events"] does not name has not happened
+    assert text.count("# TYPE ishowtts_events_total counter") == 1
+    lines = text.splitlines()
+    i = lines.index('ishowtts_events_total{event="spoken"} 3')
+    assert lines[i - 1] == "# spoken: " + " ".join(CATALOGUE["spoken"].doc.split())
+    # a status without the map of every counter: the events its counts hold
+    s = _samples(render(base, health, {}))
+    assert {k for k in s if k.startswith("ishowtts_events_total")} == {
+        'ishowtts_events_total{event="spoken"}', 'ishowtts_events_total{event="received"}'}
+
+
 def test_batched_speech_does_not_feed_the_rtf_window(tmp_path):
     """A batch member's RTF is a share of one pass, not comparable with the one-at-a-time
     baseline: only unbatched speech is sampled; every utterance still counts for latency."""
@@ -316,5 +371,23 @@ def test_batched_speech_does_not_feed_the_rtf_window(tmp_path):
         st = SynthesisStats(engine="espeak", voice="v", synth_s=0.5, audio_s=2.0)
         st.batch = batch
         m.on_spoken(Utterance(text="hi"), st)
-    assert [list(v) for v in m.rtfs.values()] == [[0.25]]
+    assert [list(v) for v in m.rtf.windows.values()] == [[0.25]]
     assert len(m.latencies) == 2
+
+
+def test_levels_are_ordered_by_severity_and_carry_their_exit_code():
+    from ishowttsd.level import Level, worst
+
+    assert Level.ok < Level.warn < Level.fail and Level.warn < "fail"  # not alphabetical, as strings would be
+    assert worst(["warn", Level.ok, "fail", "ok"]) is Level.fail and worst([]) is Level.ok
+    assert [lv.code for lv in Level] == [0, 1, 2] and Level("warn") == "warn"
+    assert json.dumps({"level": Level.warn}) == '{"level": "warn"}' and f"{Level.fail}" == "fail"
+
+
+def test_rtf_report_gives_each_key_its_check_fields(tmp_path):
+    m = monitor(tmp_path, {"health": {"rtf_min_samples": 2}})
+    assert m.rtf_report() == {}
+    key = RtfKey("espeak", "v", None, "cpu")
+    for rtf in (0.2, 0.4, 0.3):
+        m.rtf.record(key, {}, rtf)
+    assert m.rtf_report() == {"espeak/v/-/cpu": {**key.to_dict(), "samples": 3, "rtf_median": 0.3, "baseline_source": "none"}}

@@ -1,13 +1,16 @@
-"""What an engine is: it loads, warms up, lists voices and streams speech for a text."""
+"""What an engine is: it loads, warms up, lists voices and streams speech for a text; and the
+one way the daemon runs it (`stream_synthesis`)."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, Protocol
 
+import anyio
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
@@ -105,3 +108,60 @@ class Engine:
 
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "loaded": self.loaded, "warm": self.warm, "sample_rate": self.sample_rate}
+
+
+class SynthesisTally(Protocol):
+    """What `stream_synthesis` counts into (`ishowttsd.sink.SynthesisStats` is one)."""
+
+    synth_s: float
+    audio_s: float
+    first_chunk_s: float | None
+    chunks: int
+
+
+async def stream_synthesis(
+    engine: Engine,
+    text: str,
+    voice: Voice,
+    cancel: threading.Event,
+    limiter: anyio.CapacityLimiter,
+    tally: SynthesisTally,
+    emit: Callable[[AudioChunk], None] | None = None,
+) -> None:
+    """Run `engine.synthesize` chunk by chunk in the engine worker (every call through
+    `limiter`), so that the event loop never blocks; the speaker speaks and the health bench
+    times through this one path, so their RTFs compare.
+
+    Counts into `tally` as it goes: `synth_s` (time in the engine, the wait for the worker
+    included), `first_chunk_s` (from the start to the first chunk), `chunks`, `audio_s`; hands
+    each chunk to `emit`. Stops once `cancel` is set and then closes the engine's iterator in
+    the worker, so its cleanup runs there. The engine's exceptions propagate.
+    """
+    t_start = time.perf_counter()
+    done = object()
+    it = None
+    try:
+        it = await anyio.to_thread.run_sync(engine.synthesize, text, voice, cancel, limiter=limiter)
+        tally.synth_s += time.perf_counter() - t_start
+        while not cancel.is_set():
+            t0 = time.perf_counter()
+            chunk = await anyio.to_thread.run_sync(next, it, done, limiter=limiter)
+            tally.synth_s += time.perf_counter() - t0
+            if chunk is done:
+                break
+            if tally.first_chunk_s is None:
+                tally.first_chunk_s = time.perf_counter() - t_start
+            tally.chunks += 1
+            tally.audio_s += chunk.duration
+            if emit is not None:
+                emit(chunk)
+    finally:
+        if cancel.is_set() and it is not None:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(_close, it, limiter=limiter)
+
+
+def _close(it: Any) -> None:
+    close = getattr(it, "close", None)
+    if close:
+        close()

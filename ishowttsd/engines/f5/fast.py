@@ -15,7 +15,8 @@ them once and runs the same mathematics with less work per step:
   measured, 180-210 GFLOP/s (the cores' fp32 peak) against about 150 for PyTorch's default GEMM;
 - several utterances run as one batch with a key-padding mask, so each equals its own solo run.
 
-Only imported from `F5Engine.load()`: importing torch is seconds, and the daemon must start fast.
+Imported when the engine loads (or when one of its names is first read from
+`ishowttsd.engines.f5`), never at daemon start: importing torch is seconds.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ishowttsd.engines.f5 import cpu_has_vnni
+from ishowttsd.hardware import cpu_has_vnni
 
 # EPSS time grids (Empirically Pruned Step Sampling), as f5-tts 1.1.22 defines them, in 1/32 units
 _EPSS = {
