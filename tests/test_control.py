@@ -190,7 +190,7 @@ def test_every_error_code_is_in_the_vocabulary():
     used = set()
     for path in root.rglob("*.py"):
         text = path.read_text(encoding="utf-8")
-        used |= set(re.findall(r'ApiError\(\s*"([a-z_]+)"', text)) | set(re.findall(r'_error\([^,]+,\s*"([a-z_]+)"', text))
+        used |= set(re.findall(r'ApiError\(\s*"([a-z_]+)"', text)) | set(re.findall(r'(?<!\w)_error\([^,]+,\s*"([a-z_]+)"', text))
     assert used and not used - set(ERRORS), f"add to ishowttsd.api.ERRORS: {sorted(used - set(ERRORS))}"
 
 
