@@ -334,7 +334,7 @@ class Api:
         if not text:
             raise ApiError("invalid_params", "text: nothing to say (only spaces)")
         utt = Utterance(text=text, priority=prio, voice=p.voice, source="control", deadline=self.intake.deadline(prio))
-        dropped = self.queue.put(utt)
+        dropped = self.paid.admit(utt)
         return {"queued": utt.id not in {d.id for d in dropped}, "id": utt.id}
 
     @verb("inject", InjectParams, mutates=True)

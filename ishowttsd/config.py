@@ -173,6 +173,11 @@ class JournalConfig(Strict):
     path: str | None = None  # default: <state dir>/journal.sqlite3
     synchronous: str = "full"  # full: survives power loss; normal: survives a daemon crash
     keep_days: float = Field(default=7.0, ge=0.0)  # finished entries are pruned after this
+    # owed speech held in memory at most; more waits in the journal (never dropped for space)
+    owed_in_memory: int = Field(default=200, ge=1, le=100_000)
+    # owed speech no audible sink played is played again this often until one does
+    retry_owed_s: float = Field(default=30.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1, le=100)  # syntheses that fail before owed speech is given up
 
     @field_validator("synchronous")
     @classmethod

@@ -82,8 +82,17 @@ def _human(verb: str, r: Any) -> str:
             + ("  PAUSED" if sp.get("paused") else ""),
             f"rtf      median {sp.get('rtf_median')}  ttfa median {sp.get('ttfa_median_s')} s",
         ]
-        if r.get("journal"):
-            lines.append(f"journal  {r['journal']['pending']} paid/membership owed  {r['journal']['path']}")
+        j = r.get("journal")
+        if j and j.get("enabled"):
+            owed = j["pending"] + j["parked"] + (0 if j["pending"] else j["waiting_for_sink"])
+            line = f"journal  {owed} paid/membership owed  {j['path'] or '(unavailable)'}"
+            if j["waiting_for_sink"]:
+                line += f"  {j['waiting_for_sink']} NOT HEARD: no sink that people hear played them"
+            if j["parked"]:
+                line += f"  ({j['parked']} waiting in the journal)"
+            if j.get("problem") or j.get("error"):
+                line += f"  PROBLEM: {j.get('problem') or j.get('error')}"
+            lines.append(line)
         if r.get("reasons"):
             lines.append("reasons  " + "  ".join(f"{k} {v}" for k, v in sorted(r["reasons"].items())))
         lines += _hardware_lines(r.get("hardware") or {})

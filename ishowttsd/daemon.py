@@ -65,7 +65,6 @@ class Daemon:
         cfg = self.cfg
         self.plugins.load_all(extra_dirs=[cfg.resolve(d) for d in cfg.daemon.plugin_dirs])
         state_dir = cfg.state_dir()
-        self.paid = PaidSpeech(cfg, self.queue, self.events, stopping=lambda: self.runtime.state == "stopping")
         sctx = SourceContext(lambda s, m: self.intake.message(s.name if s else None, m),
                              lambda s, d: self.intake.deletion(s.name if s else None, d), self.events, cfg, state_dir)  # fmt: skip
         kctx = SinkContext(self.events, cfg, state_dir)
@@ -75,13 +74,18 @@ class Daemon:
         _unique_names("sinks", self.sinks, cfg)
         self.engines = EngineHost(cfg, self.plugins.engines, self.events)
         self.speaker = Speaker(self.queue, self.engines, self.sinks, self.events, batch_min_rtf=cfg.queue.batch_min_rtf)
+        self.paid = PaidSpeech(cfg, self.queue, self.events, stopping=lambda: self.runtime.state == "stopping",
+                               said=self.speaker.said, audible=self.speaker.audible)  # fmt: skip
         self.intake = Intake(self.moderator, self.ttl, self.queue, self.speaker, self.paid, self.events)
         self.monitor = HealthMonitor(
             cfg, self.events, self.hardware, engines=self.engines, speaker=self.speaker, queue=self.queue,
             sources=self.sources, sinks=self.sinks, plugins=self.plugins, state=lambda: self.runtime.state,
+            paid=self.paid,
         )  # fmt: skip
         self.speaker.on_started.append(self.paid.started)
         self.speaker.on_spoken.append(self.paid.spoken)
+        self.speaker.on_delivered.append(self.paid.delivered)
+        self.speaker.on_synthesized.append(self.paid.synthesized)
         self.speaker.on_spoken.append(self.monitor.on_spoken)
         self.speaker.on_ended.append(self.paid.ended)
         self.queue.on_discard.append(self.paid.ended)
@@ -167,6 +171,7 @@ class Daemon:
                 )  # fmt: skip
                 tg.start_soon(self._telemetry_loop)
                 tg.start_soon(self.monitor.run, self._refresh_hardware)
+                tg.start_soon(self.paid.run)
                 await self.engines.start()
                 self.runtime.state = "running"
                 self.events.publish("ready", engine=self.engines.active)

@@ -140,13 +140,22 @@ _declare("journal_stale", "Owed speech from the journal was not said: stale afte
          age_s="seconds since accepted", late_by_s="seconds past its deadline", platform="the platform",
          kind="the message kind", user="who paid", message_id="the platform's message id",
          reason="ttl_while_stopped or too_many_attempts")
+_declare("owed", "Owed speech was synthesized but no sink that people hear played it: it waits, and is played again "
+         "(to the sinks that have not played it) when one recovers.", logging.WARNING, **UTTERANCE,
+         reason="why it is still owed", waiting="owed utterances waiting for a sink")
+_declare("journal.problem", "The journal cannot be opened or written, or was damaged: speech goes on, but paid speech "
+         "is not protected against a crash until it is fixed.", logging.ERROR, path="the journal file",
+         problem="what is wrong, with the fix", moved_to="where a corrupt journal was kept for inspection",
+         salvaged="unfinished rows carried over from it", lost_transactions="committed writes lost to a damaged WAL")
 # -- the speaker -------------------------------------------------------------------------------------
 _declare("speaking", "An utterance started playing on the sinks.", **UTTERANCE, engine="the engine", voice="the voice id")
 _declare("spoken", "An utterance played to its end.", **UTTERANCE, **SYNTHESIS)
 _declare("cut", "An utterance was stopped before its end: skipped, removed, cleared, deleted.",
          **UTTERANCE, **SYNTHESIS, reason="skipped, removed, cleared, deleted")
-_declare("failed", "An utterance could not be spoken: its voice, the engine or the speaker failed.",
-         logging.WARNING, **UTTERANCE, **SYNTHESIS, reason="voice, engine or speaker", error="the error")
+_declare("failed", "An utterance was not said: its voice, the engine or the speaker failed, or no sink that people "
+         "hear played it (`not_played`; paid speech then stays owed).", logging.WARNING, **UTTERANCE, **SYNTHESIS,
+         reason="voice, engine, speaker or not_played", error="the error, or why each sink did not play it",
+         sinks="not_played: each sink's outcome (played, or why not)")
 _declare("batch_failed", "A batched synthesis failed; its members are synthesized one by one instead.",
          logging.WARNING, size="utterances in the batch", error="the error")
 _declare("paused", "Speech is held (`ishowttsctl pause`).")
@@ -357,5 +366,25 @@ def catalogue() -> list[dict[str, Any]]:
     return [{"event": s.name, "doc": s.doc, "fields": dict(s.fields), "open": s.open} for s in CATALOGUE.values()]
 
 
+BEGIN, END = "<!-- events:begin -->", "<!-- events:end -->"
+
+
+def update_readme(path: str) -> None:
+    """Rewrite the event table between the README's markers from the catalogue."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    head, _, rest = text.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    if not rest or END not in rest:
+        raise SystemExit(f"{path}: put {BEGIN} and {END} around the event table first")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(f"{head}{BEGIN}\n{catalogue_markdown()}{END}{tail}")
+
+
 if __name__ == "__main__":
-    print(catalogue_markdown(), end="")
+    import sys
+
+    if sys.argv[1:2] == ["--update"]:  # python -m ishowttsd.events --update README.md
+        update_readme(sys.argv[2])
+    else:
+        print(catalogue_markdown(), end="")

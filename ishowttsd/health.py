@@ -81,6 +81,7 @@ class HealthMonitor:
         sinks: list,
         plugins,
         state: Callable[[], str],
+        paid=None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cfg = cfg
@@ -90,6 +91,7 @@ class HealthMonitor:
         self.engines = engines
         self.speaker = speaker
         self.queue = queue
+        self.paid = paid
         self.sources = sources
         self.sinks = sinks
         self.plugins = plugins
@@ -205,6 +207,7 @@ class HealthMonitor:
         checks += self.rtf_checks(telemetry, perf)
         checks.append(self._ttfa_check())
         checks.append(self._queue_check())
+        checks.append(self._paid_check())
         checks += self._part_checks("source", self.sources, _source_level,
                                     "check the network and the source's config; `ishowttsctl status` shows details")  # fmt: skip
         checks += self._part_checks("sink", self.sinks, _sink_level, "check the device or service this sink writes to")
@@ -214,6 +217,38 @@ class HealthMonitor:
         for r in self.plugins.broken:
             checks.append(Check(f"plugin:{r.name}", "warn", f"{r.state}: {r.error}", "fix or remove the plugin file"))
         return {"status": worst(c.level for c in checks).value, "checks": [c.to_dict() for c in checks]}
+
+    def _paid_check(self) -> Check:
+        """Paid speech: owed and not heard, the journal that keeps it, what a crash would lose."""
+        if self.paid is None:
+            return Check("paid", "ok", "no paid-speech policy")
+        st = self.paid.status()
+        if not st["enabled"]:
+            return Check("paid", "ok", "the journal is off ([journal] enabled = false): owed speech is lost on a crash")
+        if st["problem"]:
+            return Check("paid", "fail", f"the journal is unavailable, so paid speech is lost on a crash: {st['problem']}",
+                         "free space or fix the permissions of the state directory; it is retried every "
+                         f"{self.cfg.journal.retry_owed_s:g} s", {k: st[k] for k in ("problem",)})  # fmt: skip
+        if st.get("error"):
+            return Check("paid", "fail", f"journal writes fail: {st['error']}",
+                         "free space on the state directory's disk or fix its permissions", {"error": st["error"]})  # fmt: skip
+        data = {k: st.get(k) for k in ("pending", "parked", "waiting_for_sink", "owed_in_queue")}
+        if st["waiting_for_sink"]:
+            audible = [s for s in self.sinks if s.name in self.paid.audible]
+            why = "; ".join(f"{s.name}: {s.state} {s.detail}".strip() for s in audible) or "no sink"
+            return Check("paid", "warn", f"{st['waiting_for_sink']} paid or membership utterance(s) owed: no sink that "
+                         f"people hear played them ({why})", "fix the sound device or OBS: owed speech is played as soon "
+                         "as one works (`ishowttsctl status` shows the sinks)", data)  # fmt: skip
+        damage = st.get("damage")
+        if damage:
+            where = f"; the damaged file is kept at {damage['moved_to']}" if damage.get("moved_to") else ""
+            return Check("paid", "warn", f"the journal was damaged when the daemon started: {damage['detail']}{where}",
+                         "owed speech accepted just before the crash may be missing: compare with the platform's "
+                         "super chat list; restart to clear this warning", data)  # fmt: skip
+        if st["parked"]:
+            return Check("paid", "ok", f"{st['owed_in_queue']} owed utterance(s) in the queue and {st['parked']} more "
+                         "waiting in the journal, in order", data=data)  # fmt: skip
+        return Check("paid", "ok", f"{st['pending']} owed utterance(s) in progress, journaled in {st['path']}", data=data)
 
     def _engine_check(self) -> Check:
         eng = self.engines

@@ -52,8 +52,7 @@ class Intake:
             self.events.publish("merged", **result.utterance.event_fields(), total=result.total, message_id=m.id)
             self.paid.merged(result.utterance)
             return result.utterance
-        self.paid.accepted(result)  # journaled before the queue (or its bound) can touch it
-        self.queue.put(result)
+        self.paid.admit(result)  # owed speech is journaled before the queue (or its bound) can touch it
         return result
 
     def deletion(self, source: str | None, d: Deletion) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import itertools
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -239,6 +240,10 @@ class Utterance:
     id: int = field(default_factory=lambda: next(_ids))
     created: float = field(default_factory=time.monotonic)
     created_wall: float = field(default_factory=time.time)
+    # stable across retries and restarts: the journal's row key for owed speech
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # the sinks that already played it to the end (a retry or a restart plays it to the others)
+    delivered: set[str] = field(default_factory=set)
 
     def expired(self, now: float | None = None) -> bool:
         return self.deadline is not None and (now if now is not None else time.monotonic()) > self.deadline

@@ -3,10 +3,11 @@
 - Higher classes are always spoken first (URGENT > PAID > MEMBERSHIP > MODERATOR > NORMAL > LOW);
   within a class, first come first served.
 - An utterance past its deadline is dropped as `expired` rather than read minutes late.
-- The queue never holds more than `max_pending`. Over the bound it drops by `EVICTION_ORDER`:
-  the lowest unpaid class first, oldest first within a class, and paid (PAID, MEMBERSHIP) speech
-  only when nothing unpaid is left — so a paid utterance is never dropped while any unpaid one
-  is waiting (the operator's URGENT `say` counts as unpaid here).
+- The queue holds at most `max_pending` utterances that are not owed. Over the bound it drops by
+  `EVICTION_ORDER`: the lowest class first, oldest first within a class (the operator's URGENT
+  `say` counts as chat here). Owed speech (paid, membership) is never dropped for space: the
+  paid-speech policy (``paid.py``) bounds how much of it waits in memory and keeps the rest in
+  the journal.
 - Flood mode: at `flood_threshold` pending the queue reports a flood (moderation then stops
   reading usernames) and may say `flood_announce` once; the flood ends below half the threshold.
 - Whatever leaves the queue without being handed to the speaker is published (dropped, expired)
@@ -102,20 +103,24 @@ class SpeechQueue:
         return dropped
 
     def _enforce_bound(self) -> list[Utterance]:
+        """Over the bound, drop chat by EVICTION_ORDER; owed speech is never dropped for space
+        (the paid-speech policy keeps its own bound on how much of it waits in memory)."""
         dropped = []
-        while len(self) > self.max_pending:
+        while sum(len(q) for p, q in self._classes.items() if not p.owed) > self.max_pending:
             victim = self._evict()
+            if victim is None:
+                break
             dropped.append(victim)
             self._discard(victim, "dropped", "queue_full")
         return dropped
 
-    def _evict(self) -> Utterance:
+    def _evict(self) -> Utterance | None:
         for p in EVICTION_ORDER:
-            if self._classes[p]:
+            if self._classes[p] and not p.owed:
                 u = self._classes[p].popleft()
                 del self._ids[u.id]
                 return u
-        raise IndexError("evict from an empty queue")
+        return None
 
     def _discard(self, u: Utterance, event: str, reason: str, **more) -> None:
         self.events.publish(event, **u.event_fields(), reason=reason, **more)

@@ -6,14 +6,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, ClassVar
 
+from pydantic import Field
+
 from ishowttsd.config import Config
 from ishowttsd.events import EventBus
 from ishowttsd.messages import AudioChunk, Utterance
 from ishowttsd.part import Part, PartSettings
 
 
-# the keys every table has; a sink's Settings subclass adds its own
-SinkSettings = PartSettings
+class SinkSettings(PartSettings):
+    """Keys every `[[sinks]]` table has; a sink's Settings subclass adds its own."""
+
+    audible: bool | None = Field(
+        default=None,
+        description="does this sink deliver audio to people? An utterance counts as said only when an audible "
+        "sink played it to the end. Default: the sink's own answer (ALSA yes, files no, OBS when it plays audio)",
+    )
+
+
+class NotPlayed(Exception):
+    """Raise it from `Sink.play()` when the audio did not reach its destination (no sound card,
+    OBS gone, disk full): the utterance is then not counted as said by this sink. The message
+    says why, with advice; the sink reports its own state as well."""
 
 
 @dataclass
@@ -77,6 +91,12 @@ class Playback:
     stats: SynthesisStats
     _stream: Any = field(repr=False, default=None)
 
+    @property
+    def key(self) -> str:
+        """The utterance's stable key: the same across retries and restarts, so a sink that can
+        look at what it already wrote (the file sink) never writes the same utterance twice."""
+        return self.utterance.key
+
     async def chunks(self) -> AsyncIterator[AudioChunk]:
         async for chunk in self._stream:
             yield chunk
@@ -89,6 +109,11 @@ class Sink(Part):
     raises is counted and reported, a sink that is slower than the audio allows is cut off
     and skipped while it is still busy, and neither delays the other sinks or the queue.
     Blocking calls (file or device writes) go through `anyio.to_thread.run_sync`.
+
+    `play()` returning normally means "delivered to the end"; a sink that could not deliver
+    raises :class:`NotPlayed` (or any error). Paid speech counts as said only when an audible
+    sink (:attr:`delivers_audio`) delivered it; otherwise it stays owed and is played again,
+    to the sinks that have not delivered it yet, once one recovers.
     """
 
     role = "sink"
@@ -96,10 +121,21 @@ class Sink(Part):
     Settings: ClassVar[type[SinkSettings]] = SinkSettings
     # True for sinks that play in real time (ALSA): the speaker then paces to them
     realtime: ClassVar[bool] = False
+    # True for sinks that deliver audio to people (a sound card, OBS audio, a browser overlay);
+    # a file archive is not. The `audible` setting overrides it.
+    audible: ClassVar[bool] = False
 
     def __init__(self, settings: SinkSettings, ctx: SinkContext) -> None:
         super().__init__(settings, ctx)
         self.ctx: SinkContext = ctx
+
+    @property
+    def delivers_audio(self) -> bool:
+        """Whether an utterance this sink played counts as said (the `audible` setting, else
+        the class's answer; a sink whose answer depends on its settings overrides this)."""
+        if self.settings.audible is not None:
+            return self.settings.audible
+        return self.audible
 
     async def start(self) -> None:
         """Open devices or connections; raising here marks the sink failed, not the daemon."""

@@ -32,7 +32,7 @@ from ishowttsd.engines.host import EngineHost
 from ishowttsd.events import EventBus
 from ishowttsd.messages import AudioChunk, Utterance
 from ishowttsd.queue import SpeechQueue
-from ishowttsd.sink import Playback, Sink, SynthesisStats
+from ishowttsd.sink import NotPlayed, Playback, Sink, SynthesisStats
 
 log = logging.getLogger("ishowttsd.speaker")
 
@@ -47,6 +47,8 @@ class Prepared:
     cancel: threading.Event = field(default_factory=threading.Event)
     synth_done: anyio.Event = field(default_factory=anyio.Event)
     was_cut: anyio.Event = field(default_factory=anyio.Event)  # wakes a paused play loop at once
+    # how each sink did with it: "played" (to the end), or why not
+    outcomes: dict[str, str] = field(default_factory=dict)
     error: str | None = None
     cut_reason: str | None = None
     # a batch holds one slot: only its last member gives it back, once it has played
@@ -95,6 +97,14 @@ class Speaker:
         self.on_ended: list[Callable[[Utterance, str, str], None]] = []
         # called as synthesis of an utterance starts (the journal counts real attempts)
         self.on_started: list[Callable[[Utterance], object]] = []
+        # called when synthesis of an utterance completed (the journal's attempts count only failures)
+        self.on_synthesized: list[Callable[[Utterance], object]] = []
+        # called when one sink played an utterance to its end: (utterance, sink name)
+        self.on_delivered: list[Callable[[Utterance, str], object]] = []
+        audible = {r.sink.name for r in self.sinks if r.sink.delivers_audio}
+        # an utterance counts as said once one of these played it; with no sink marked audible
+        # (an archive-only setup) any sink counts, and with no sink at all there is nothing to wait for
+        self.audible: frozenset[str] = frozenset(audible or (r.sink.name for r in self.sinks))
 
     # -- control -----------------------------------------------------------------------------
 
@@ -287,8 +297,7 @@ class Speaker:
         finally:
             for p in batch:
                 if not p.synth_done.is_set():
-                    p.send.close()
-                    p.synth_done.set()
+                    self._synthesis_done(p)
 
     async def _synthesize(self, p: Prepared, voice) -> None:
         try:
@@ -296,8 +305,17 @@ class Speaker:
         except Exception as e:
             p.error = f"{type(e).__name__}: {e}"
         finally:
-            p.send.close()
-            p.synth_done.set()
+            self._synthesis_done(p)
+
+    def _synthesis_done(self, p: Prepared) -> None:
+        p.send.close()
+        p.synth_done.set()
+        if p.error is None and not p.cancel.is_set() and p.stats.chunks:
+            for cb in self.on_synthesized:
+                try:
+                    cb(p.utterance)
+                except Exception:
+                    log.exception("an on_synthesized callback failed for utterance %s", p.utterance.id)
 
     async def _hold(self, p: Prepared) -> None:
         """Wait while paused, unless `p` is cut meanwhile (a removal during a pause is at once)."""
@@ -353,10 +371,14 @@ class Speaker:
         self.events.publish("speaking", **utt.event_fields(), engine=p.stats.engine, voice=p.stats.voice)
         runners = []
         for r in self.sinks:
+            if r.sink.name in utt.delivered:  # played it already, before a retry or a restart
+                continue
             if r.busy:
                 r.sink.counters["skipped_busy"] += 1
+                p.outcomes[r.sink.name] = "busy with an earlier utterance"
                 continue
             if r.sink.state in ("failed",):
+                p.outcomes[r.sink.name] = f"failed: {r.sink.last_error or r.sink.detail}"
                 continue
             s, rcv = anyio.create_memory_object_stream[AudioChunk](math.inf)
             runners.append((r, s, rcv))
@@ -367,7 +389,7 @@ class Speaker:
         stalled = {id(r) for r, _, _ in runners if r.sink.state == "stalled"}
         for r, s, rcv in runners:
             pb = Playback(utterance=utt, sample_rate=p.stats.sample_rate, stats=p.stats, _stream=rcv)
-            self._tg.start_soon(self._run_sink, r, pb, finished[id(r)])
+            self._tg.start_soon(self._run_sink, r, pb, finished[id(r)], p.outcomes)
         async for chunk in _prepend(first, p.recv):
             await self._hold(p)
             if p.cut_reason is not None:
@@ -413,23 +435,46 @@ class Speaker:
                 r.scope.cancel()
             r.sink.counters["timeouts"] += 1
 
-    async def _run_sink(self, r: _SinkRunner, pb: Playback, finished: anyio.Event) -> None:
+    async def _run_sink(self, r: _SinkRunner, pb: Playback, finished: anyio.Event, outcomes: dict[str, str]) -> None:
         r.busy = True
+        name = r.sink.name
+        outcomes[name] = "cut off before its end"  # unless play() returns
         try:
             with anyio.CancelScope() as scope:
                 r.scope = scope
                 await r.sink.play(pb)
+                if pb.stats.cut:  # it returned early because the utterance was cut
+                    outcomes[name] = "cut"
+                else:
+                    outcomes[name] = "played"
+                    self._delivered(pb.utterance, name)
                 r.sink.counters["played"] += 1
                 if r.sink.state in ("starting", "stalled", "error"):
                     r.sink.set_state("ok")
+        except NotPlayed as e:
+            r.sink.counters["missed"] += 1
+            outcomes[name] = f"not played: {e}"
         except Exception as e:
             r.sink.counters["errors"] += 1
+            outcomes[name] = f"error: {type(e).__name__}: {e}"
             r.sink.set_state("error", "play failed", error=f"{type(e).__name__}: {e}")
         finally:
             pb._stream.close()
             r.scope = None
             r.busy = False
             finished.set()
+
+    def _delivered(self, utt: Utterance, sink: str) -> None:
+        utt.delivered.add(sink)
+        for cb in self.on_delivered:
+            try:
+                cb(utt, sink)
+            except Exception:
+                log.exception("an on_delivered callback failed for utterance %s", utt.id)
+
+    def said(self, utt: Utterance) -> bool:
+        """Whether a sink that people hear played `utt` to its end (trivially so with no sinks)."""
+        return not self.sinks or bool(utt.delivered & self.audible)
 
     def _publish_end(self, p: Prepared) -> None:
         utt = p.utterance
@@ -443,6 +488,11 @@ class Speaker:
         elif p.cut_reason is not None:
             outcome, reason = "cut", p.cut_reason
             self.events.publish("cut", **utt.event_fields(), reason=p.cut_reason, **st)
+        elif not self.said(utt):
+            # synthesized, but no sink that people hear played it: not said (paid speech stays owed)
+            outcome, reason = "failed", "not_played"
+            why = "; ".join(f"{k}: {v}" for k, v in p.outcomes.items() if v != "played") or "no sink took it"
+            self.events.publish("failed", **utt.event_fields(), reason=reason, error=why, sinks=dict(p.outcomes), **st)
         else:
             self.spoken += 1
             if p.stats.rtf is not None:

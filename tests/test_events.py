@@ -79,4 +79,4 @@ def test_log_fields_cannot_forge_lines_or_escapes():
 
 def test_readme_shows_the_catalogue():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    assert catalogue_markdown() in readme, "regenerate the README's event table: python -m ishowttsd.events"
+    assert catalogue_markdown() in readme, "regenerate the README's event table: python -m ishowttsd.events --update README.md"

@@ -5,6 +5,7 @@ container), and /dev/full (a real ENOSPC from the kernel) otherwise."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -20,7 +21,7 @@ from ishowttsd.config import Config
 from ishowttsd.events import EventBus
 from ishowttsd.messages import AudioChunk, Utterance
 from ishowttsd.plugins import load_builtin
-from ishowttsd.sink import Playback, SinkContext, SynthesisStats
+from ishowttsd.sink import NotPlayed, Playback, SinkContext, SynthesisStats
 
 filesink = load_builtin("sinks/file")
 RATE = 22050
@@ -31,7 +32,8 @@ def make_sink(directory: Path, **kw):
     return filesink.FileSink(settings, SinkContext(EventBus(), Config(), directory))
 
 
-async def play(sink, seconds: float = 0.5, text: str = "hello") -> Utterance:
+async def play(sink, seconds: float = 0.5, text: str = "hello", played: bool | None = None) -> Utterance:
+    """Play one utterance on the sink; `played`: assert it was (True) or was not (False) delivered."""
     send, recv = anyio.create_memory_object_stream[AudioChunk](math.inf)
     x = (0.3 * np.sin(np.arange(int(seconds * RATE)) / 5)).astype(np.float32)
     for i in range(0, len(x), 2205):
@@ -40,8 +42,12 @@ async def play(sink, seconds: float = 0.5, text: str = "hello") -> Utterance:
     utt = Utterance(text)
     try:
         await sink.play(Playback(utt, RATE, SynthesisStats(sample_rate=RATE), _stream=recv))
+        delivered = True
+    except NotPlayed:
+        delivered = False
     finally:
         recv.close()
+    assert played is None or played == delivered
     return utt
 
 
@@ -124,6 +130,7 @@ async def test_full_disk_is_reported_not_fatal_and_recovers(tiny_fs):
     for _ in range(8):  # 8 x 44 kB does not fit in 256 kB
         await play(sink, 1.0)
     assert sink.state == "disk_full"
+    await play(sink, 1.0, played=False)  # a write that failed is not a delivery
     assert "no space left" in sink.detail and "max_total_mb" in sink.detail
     assert "No space left on device" in (sink.last_error or "")
     assert sink.counters["disk_full"] >= 1
@@ -133,7 +140,7 @@ async def test_full_disk_is_reported_not_fatal_and_recovers(tiny_fs):
             assert w.getnframes() == RATE
     for p in tiny_fs.glob("*.wav"):
         p.unlink()
-    await play(sink, 1.0)
+    await play(sink, 1.0, played=True)
     assert sink.state == "ok"
 
 
@@ -155,7 +162,7 @@ async def test_enospc_from_the_kernel_is_reported(tmp_path, monkeypatch):
     monkeypatch.setattr(filesink, "_open_wav", lambda path, rate: _wav_on_dev_full(rate))
     sink = make_sink(tmp_path)
     await sink.start()
-    await play(sink, 1.0)
+    await play(sink, 1.0, played=False)
     assert sink.state == "disk_full"
     assert sink.counters["disk_full"] == 1
     assert sink.counters["files"] == 0
@@ -180,3 +187,22 @@ def test_example_sinks_config_validates_against_every_sink():
     assert sorted(t.type for t in cfg.sinks) == ["alsa", "file", "obs"]
     for i, t in enumerate(cfg.sinks):
         validate_table(settings[t.type], t.model_dump(exclude_unset=True), f"sinks[{i}]", path)
+
+
+@pytest.mark.anyio
+async def test_an_utterance_written_whole_is_not_written_again_even_after_a_restart(tmp_path):
+    # the daemon may die after the sink wrote an utterance and before it knew: played again
+    # after the restart, the sink recognises its key and does not write it twice
+    sink = make_sink(tmp_path)
+    await sink.start()
+    utt = await play(sink, 0.3, played=True)
+    again = make_sink(tmp_path)
+    await again.start()
+    send, recv = anyio.create_memory_object_stream[AudioChunk](math.inf)
+    send.close()
+    same = Utterance("hello", key=utt.key)
+    await again.play(Playback(same, RATE, SynthesisStats(sample_rate=RATE), _stream=recv))
+    recv.close()
+    assert again.counters["already_written"] == 1 and len(wavs(tmp_path)) == 1
+    lines = (tmp_path / "spoken.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["key"] == utt.key

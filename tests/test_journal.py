@@ -157,11 +157,8 @@ def test_state_dir_respects_xdg(monkeypatch, tmp_path):
     assert parse_config({}).state_dir() == tmp_path / "xdg" / "ishowtts"
 
 
-def test_journal_only_wants_paid_and_membership():
-    assert Journal.wants(paid("x"))
-    assert Journal.wants(paid("x", prio=Priority.MEMBERSHIP))
-    assert not Journal.wants(Utterance(text="hi", priority=Priority.NORMAL))
-    assert not Journal.wants(Utterance(text="hi", priority=Priority.URGENT))
+def test_only_paid_and_membership_are_owed():
+    assert [p.name for p in Priority if p.owed] == ["PAID", "MEMBERSHIP"]
 
 
 def test_corrupt_row_is_given_up_not_fatal(tmp_path, opened):
