@@ -165,3 +165,34 @@ directory = "out"
         d.wait_for(lambda: d.request("status")["journal"]["problem"] is None, what="the journal to open")
         assert next(c for c in d.request("health")["checks"] if c["check"] == "paid")["level"] == "ok"
         assert (mnt / "state" / "journal.sqlite3").exists()
+
+
+def test_a_journal_that_fails_at_run_time_fails_health(tmp_path, full_disk):
+    mnt, filler = full_disk
+    filler.unlink()  # room to start
+    config = f"""
+[daemon]
+state_dir = "{mnt / 'state'}"
+[engine]
+warmup = false
+[[sinks]]
+type = "file"
+directory = "out"
+"""
+    with DaemonProcess(tmp_path, config) as d:
+        assert next(c for c in d.request("health")["checks"] if c["check"] == "paid")["level"] == "ok"
+        d.request("pause")
+        try:
+            with open(filler, "wb") as f:  # the disk fills up under the running daemon
+                while True:
+                    f.write(b"\0" * 4096)
+                    f.flush()
+        except OSError:
+            pass
+        for i in range(5):
+            d.request("inject", {"platform": "bilibili", "kind": "superchat", "user": f"b{i}", "text": f"sc {i}",
+                                 "amount": 30, "currency": "CNY", "id": f"rt-{i}"})  # fmt: skip
+        check = next(c for c in d.request("health")["checks"] if c["check"] == "paid")
+        assert check["level"] == "fail" and "journal writes fail" in check["reason"], check
+        d.request("resume")  # and speech goes on
+        d.wait_for(lambda: d.request("status")["counts"]["spoken"] == 5, what="speech with a failing journal")

@@ -27,7 +27,7 @@ from pydantic import Field
 
 from ishowttsd.reconnect import Backoff
 from ishowttsd.hookspecs import hookimpl
-from ishowttsd.sink import Playback, Sink, SinkSettings
+from ishowttsd.sink import NotPlayed, Playback, Sink, SinkSettings
 
 try:  # the sink reports a missing binding clearly instead of breaking plugin loading
     import alsaaudio
@@ -96,6 +96,7 @@ class AlsaSink(Sink):
     type = "alsa"
     Settings = AlsaSettings
     realtime = True
+    audible = True
 
     def __init__(self, settings: AlsaSettings, ctx) -> None:
         super().__init__(settings, ctx)
@@ -220,8 +221,7 @@ class AlsaSink(Sink):
 
     async def play(self, pb: Playback) -> None:
         if not await self._ensure_open(pb.sample_rate):
-            self.counters["missed"] += 1
-            return
+            raise NotPlayed(self.detail or f"ALSA device {self.settings.device!r} is unavailable")
         info = self._info
         conv = _Converter(pb.sample_rate, info, self.settings.volume, self.settings.resample_quality)
         try:
@@ -229,8 +229,9 @@ class AlsaSink(Sink):
                 if chunk.sample_rate != conv.in_rate:
                     conv = _Converter(chunk.sample_rate, info, self.settings.volume, self.settings.resample_quality)
                 if not await self._write(conv.convert(chunk.samples)):
-                    return
-            await self._write(conv.flush())
+                    raise NotPlayed(self.detail or "the ALSA device went away mid-utterance")
+            if not await self._write(conv.flush()):
+                raise NotPlayed(self.detail or "the ALSA device went away mid-utterance")
         except BaseException:
             # skipped or cleared: silence now, not after what the card still holds
             with anyio.CancelScope(shield=True):

@@ -21,6 +21,7 @@ import re
 import shutil
 import time
 import wave
+from collections import OrderedDict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -29,12 +30,14 @@ import anyio
 from pydantic import Field
 
 from ishowttsd.hookspecs import hookimpl
-from ishowttsd.sink import Playback, Sink, SinkSettings
+from ishowttsd.sink import NotPlayed, Playback, Sink, SinkSettings
 
 _UNSAFE = re.compile(r"[^\w.-]+", re.UNICODE)
 # only files this sink wrote are ever removed by retention
 _OURS = re.compile(r"^\d{8}-\d{6}_\d{6}_.*\.wav$")
 _FULL = (errno.ENOSPC, errno.EDQUOT)
+_RECENT_KEYS = 20_000  # utterances remembered as written, against a replay after a crash
+_RECENT_LOG_BYTES = 4 * 2**20  # how much of the log's end is read for them at start
 
 
 class FileSettings(SinkSettings):
@@ -60,9 +63,35 @@ class FileSink(Sink):
 
     async def start(self) -> None:
         self.dir = self.ctx.config.resolve(self.settings.directory)
+        self._written: OrderedDict[str, None] = OrderedDict()
         await anyio.to_thread.run_sync(self._prepare_dir)
+        await anyio.to_thread.run_sync(self._load_written)
         await anyio.to_thread.run_sync(self._prune)
         self.set_state("ok", str(self.dir))
+
+    def _load_written(self) -> None:
+        """The keys of utterances this sink wrote whole, from the end of its log: an utterance
+        played again after a crash (it was written, but the daemon died before it knew) is not
+        written twice."""
+        path = self.dir / self.settings.log_name
+        try:
+            with open(path, "rb") as f:
+                f.seek(max(0, path.stat().st_size - _RECENT_LOG_BYTES))
+                tail = f.read().decode("utf-8", "replace").splitlines()
+        except FileNotFoundError:
+            return
+        for line in tail:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue  # the partial first line of the tail, or a torn last one
+            if isinstance(rec, dict) and isinstance(rec.get("key"), str) and not rec.get("cut"):
+                self._remember(rec["key"])
+
+    def _remember(self, key: str) -> None:
+        self._written[key] = None
+        while len(self._written) > _RECENT_KEYS:
+            self._written.popitem(last=False)
 
     def _prepare_dir(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -70,16 +99,19 @@ class FileSink(Sink):
             stale.unlink(missing_ok=True)
 
     async def play(self, pb: Playback) -> None:
+        if pb.key in self._written:
+            self.counters["already_written"] += 1
+            return
         try:
             await self._play(pb)
         except OSError as e:
             if e.errno not in _FULL:
                 raise
             self._disk_full(f"{type(e).__name__}: {e}")
-            return
+            raise NotPlayed(self.detail) from None
         except DiskFull as e:
             self._disk_full(str(e))
-            return
+            raise NotPlayed(self.detail) from None
         if self.state == "disk_full":
             self.set_state("ok", str(self.dir))
 
@@ -113,6 +145,7 @@ class FileSink(Sink):
         record = {
             "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
             "id": utt.id,
+            "key": pb.key,
             "file": final.name,
             "said": utt.text,
             "priority": utt.priority.name.lower(),
@@ -128,6 +161,8 @@ class FileSink(Sink):
         }
         line = json.dumps(record, ensure_ascii=False) + "\n"
         await anyio.to_thread.run_sync(self._append, line)
+        if completed:
+            self._remember(pb.key)
         self.counters["files"] += 1
         await anyio.to_thread.run_sync(self._prune)
 

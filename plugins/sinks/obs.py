@@ -33,7 +33,7 @@ from pydantic import Field
 from ishowttsd.reconnect import Backoff
 from ishowttsd.config import read_secret
 from ishowttsd.hookspecs import hookimpl
-from ishowttsd.sink import Playback, Sink, SinkSettings
+from ishowttsd.sink import NotPlayed, Playback, Sink, SinkSettings
 
 # websockets logs every frame at DEBUG, the Identify (auth) frame included: never below INFO
 _WIRE_LOG = logging.getLogger("ishowttsd.wire.obs")
@@ -88,6 +88,13 @@ def auth_string(password: str, salt: str, challenge: str) -> str:
 class ObsSink(Sink):
     type = "obs"
     Settings = ObsSettings
+
+    @property
+    def delivers_audio(self) -> bool:
+        """OBS delivers audio to the stream when it plays it through a media source."""
+        if self.settings.audible is not None:
+            return self.settings.audible
+        return bool(self.settings.media_source)
 
     def __init__(self, settings: ObsSettings, ctx) -> None:
         super().__init__(settings, ctx)
@@ -275,8 +282,7 @@ class ObsSink(Sink):
     async def play(self, pb: Playback) -> None:
         s = self.settings
         if not await self._ensure_connected():
-            self.counters["missed"] += 1
-            return
+            raise NotPlayed(self.detail or f"OBS at {s.url} is not reachable")
         shown = False
         media_started = False
         self._paused_total = 0.0
@@ -316,12 +322,14 @@ class ObsSink(Sink):
             finally:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(s.timeout_s):
                     await self._clean_up(pb, shown, media_started)
-        except ObsUnavailable:
-            self.counters["missed"] += 1  # reported by _fail; this sink sits out until OBS is back
+        except ObsUnavailable as e:  # reported by _fail; this sink sits out until OBS is back
+            raise NotPlayed(e.detail) from None
         except ObsError as e:
             self.counters["errors"] += 1
             if e.code != CODE_NOT_FOUND:
                 self.set_state("error", f"OBS refused {e.request}", error=str(e))
+            if media_started is False and s.media_source:
+                raise NotPlayed(f"OBS refused {e.request}: {e}") from None
 
     async def _clean_up(self, pb: Playback, shown: bool, media_started: bool) -> None:
         """Clear the text (and stop OBS's audio if it was cut); failures here are reported, not raised."""
