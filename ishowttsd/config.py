@@ -31,6 +31,17 @@ class DaemonConfig(Strict):
     strict_plugins: bool = False  # re-raise plugin errors instead of skipping the plugin
     state_dir: str | None = None  # default: $XDG_STATE_HOME/ishowtts
     log_level: str = "info"
+    # a control connection that sends no request for this long is closed (watch streams are exempt)
+    control_idle_timeout_s: float = Field(default=60.0, gt=0)
+    # a plugin whose import or registration takes longer is reported broken and skipped
+    plugin_load_timeout_s: float = Field(default=10.0, gt=0)
+    # the event loop blocked this long (by a plugin that does not await) is logged with its stack ...
+    stall_warn_s: float = Field(default=2.0, gt=0)
+    # ... and this long ends the daemon, so that systemd restarts it (under the unit's WatchdogSec)
+    stall_exit_s: float = Field(default=20.0, gt=0)
+    # after SIGTERM, a daemon whose event loop cannot stop cleanly exits anyway after this long
+    # (under the unit's TimeoutStopSec)
+    stop_timeout_s: float = Field(default=10.0, gt=0)
 
     @field_validator("log_level")
     @classmethod

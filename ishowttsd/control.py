@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import socket
+import stat
 import struct
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -25,28 +26,86 @@ log = logging.getLogger("ishowttsd.control")
 
 MAX_LINE = 64 * 1024
 MAX_CLIENTS = 512
+# connections kept for the daemon's own user (and root) when other users hold the rest
+OWNER_SLOTS = 16
+
+
+class UnsafeSocket(Exception):
+    """The socket's folder could let another user replace the socket: refused, with advice."""
+
+
+def check_socket_folder(path: Path, create: bool = False) -> None:
+    """Refuse a socket whose folder another user could write (they could put their own socket
+    there, read what the operator says and answer in the daemon's name).
+
+    The fallback folder (``/tmp/ishowtts-<uid>``, when there is no ``$XDG_RUNTIME_DIR``) must be
+    this user's and private (0700); any other folder must be writable by its owner only (or be
+    sticky, like /tmp) and belong to this user, root, or the socket's owner. With `create`, a
+    missing folder is created private (0700; 0750 under systemd's runtime folder).
+    """
+    folder = path.parent
+    fallback = folder == fallback_socket_folder()
+    if not folder.exists():
+        if not create:
+            return
+        folder.mkdir(mode=0o700 if fallback else 0o750, parents=True, exist_ok=True)
+    st = folder.lstat()
+    me = os.getuid()
+    if stat.S_ISLNK(st.st_mode):
+        raise UnsafeSocket(f"{folder} is a symbolic link; the control socket's folder must be a real folder. "
+                           f"Remove it (rm {folder}) and start again, or pass --socket in a folder of your own")  # fmt: skip
+    if fallback and (st.st_uid != me or st.st_mode & 0o077):
+        raise UnsafeSocket(
+            f"{folder} belongs to uid {st.st_uid} with mode {stat.S_IMODE(st.st_mode):04o}: another user could have "
+            f"made it to take the control socket. It must be yours and private (0700). Remove it if it is not "
+            f"yours ({'sudo ' if st.st_uid != me else ''}rm -r {folder}), set XDG_RUNTIME_DIR, or pass --socket PATH"
+        )  # fmt: skip
+    sticky = bool(st.st_mode & stat.S_ISVTX)
+    owners = {0, me}
+    try:
+        owners.add(path.lstat().st_uid)
+    except OSError:
+        pass
+    if (st.st_mode & 0o022 and not sticky) or st.st_uid not in owners:
+        raise UnsafeSocket(
+            f"{folder} (uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}) can be written by other users, who could "
+            f"replace the control socket; use a folder only its owner can write (chmod go-w {folder}) or another --socket"
+        )  # fmt: skip
+
+
+def fallback_socket_folder() -> Path:
+    return Path(f"/tmp/ishowtts-{os.getuid()}")
 
 
 class ControlServer:
     """The Unix-socket front door: JSON lines in, the API's answers out."""
 
-    def __init__(self, path: Path, max_line: int = MAX_LINE) -> None:
+    def __init__(self, path: Path, max_line: int = MAX_LINE, idle_timeout: float = 60.0) -> None:
         self.path = path
         self.max_line = max_line
         self.api: Api | None = None  # set by the daemon once its parts are built
+        self.idle_timeout = idle_timeout  # a connection that sends no request for this long is closed
         self.clients = 0
         self.served = 0
 
     async def bind(self):
-        """Create the socket (mode 0660) after checking that no other daemon owns it."""
-        self.path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+        """Create the socket (mode 0660) after checking its folder and that no other daemon owns it."""
+        try:
+            check_socket_folder(self.path, create=True)
+        except UnsafeSocket as e:
+            raise RuntimeError(str(e)) from None
         if self.path.exists() or self.path.is_symlink():
+            if not stat.S_ISSOCK(self.path.lstat().st_mode):
+                raise RuntimeError(
+                    f"{self.path} exists and is not a socket; it is left alone. Pass another --socket, or remove "
+                    f"that file yourself if it is not needed"
+                )  # fmt: skip
             if await _alive(self.path):
                 raise RuntimeError(
                     f"another ishowttsd is already listening on {self.path}; stop it first "
                     f"(ishowttsctl --socket {self.path} status) or pass a different --socket"
                 )
-            self.path.unlink()  # a stale socket from a crash
+            self.path.unlink()  # a stale socket from a crash: the only thing ever removed
         listener = await anyio.create_unix_listener(self.path, mode=0o660)
         log.info("control socket listening path=%s", self.path)
         return listener
@@ -63,7 +122,8 @@ class ControlServer:
 
     async def _handle(self, stream) -> None:
         uid = _peer_uid(stream)
-        if self.clients >= MAX_CLIENTS:
+        owner = uid in (0, os.getuid())
+        if self.clients >= MAX_CLIENTS + (OWNER_SLOTS if owner else 0):
             log.warning("control client refused uid=%s reason=too_many_clients", uid)
             with anyio.move_on_after(1):
                 await stream.send(_line({"id": None, "error": {"code": "busy", "message": "too many control clients; try again"}}))
@@ -73,7 +133,7 @@ class ControlServer:
         log.debug("control client connected uid=%s", uid)
         try:
             async with stream:
-                async for raw in _lines(stream, self.max_line):
+                async for raw in _lines(stream, self.max_line, self.idle_timeout):
                     if raw is None:
                         await stream.send(_line(_error(None, "line_too_long", f"request line longer than {self.max_line} bytes; split it")))
                         continue
@@ -84,6 +144,8 @@ class ControlServer:
                         break
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, ConnectionError):
             pass  # the client went away; nothing to clean up but the count
+        except TimeoutError:
+            log.info("control client closed uid=%s reason=idle for %g s", uid, self.idle_timeout)
         except Exception:  # one client must never end the listener for everyone
             log.exception("control client handler failed uid=%s", uid)
         finally:
@@ -149,13 +211,15 @@ async def _pump(stream, events: AsyncIterator[dict]) -> None:
             tg.cancel_scope.cancel()
 
 
-async def _lines(stream, max_line: int) -> AsyncIterator[bytes | None]:
-    """Yield complete lines; None once for each line that was too long (then skipped)."""
+async def _lines(stream, max_line: int, idle: float) -> AsyncIterator[bytes | None]:
+    """Yield complete lines; None once for each line that was too long (then skipped).
+    Raises TimeoutError when no complete request arrives for `idle` seconds."""
     buf = bytearray()
     discarding = False
     while True:
         try:
-            data = await stream.receive(65536)
+            with anyio.fail_after(idle):
+                data = await stream.receive(65536)
         except anyio.EndOfStream:
             return
         buf += data

@@ -14,7 +14,7 @@ from ishowttsd.config import default_socket_path
 from wcwidth import wcswidth, wcwidth
 
 from ishowttsd.api import ApiError
-from ishowttsd.control import client_request
+from ishowttsd.control import UnsafeSocket, check_socket_folder, client_request
 from ishowttsd.events import format_fields
 from ishowttsd.level import Level
 
@@ -136,7 +136,8 @@ def _human(verb: str, r: Any) -> str:
     if verb == "reload":
         changed = ", ".join(r["changed"]) or "nothing changed"
         more = f"\n  restart to apply: {', '.join(r['restart_needed'])}" if r["restart_needed"] else ""
-        return f"reloaded {r['config']}: {changed}{more}"
+        details = "".join(f"\n  {d}" for d in r.get("details", []))
+        return f"reloaded {r['config']}: {changed}{details}{more}"
     if verb == "say":
         return f"queued #{r['id']}" if r["queued"] else "dropped: the queue is full of higher-priority speech"
     if verb == "metrics":
@@ -290,6 +291,11 @@ def main(argv: list[str] | None = None) -> int:
         method, params = "voices.reload", ({"id": args.reload} if args.reload else {})
     elif verb == "bench":
         params = {"runs": args.runs, "voice": args.voice, "texts": args.texts, "save_baseline": args.save_baseline}
+    try:
+        check_socket_folder(path)  # never talk to a socket another user could have put there
+    except UnsafeSocket as e:
+        print(f"ishowttsctl: refusing to connect: {e}", file=sys.stderr)
+        return HEALTH_UNKNOWN if verb == "health" else EXIT_ERROR
     try:
         if verb == "watch":
             return _watch(path, args.json, args.events)

@@ -27,6 +27,7 @@ from ishowttsd.sdnotify import Notifier
 from ishowttsd.sink import Sink, SinkContext
 from ishowttsd.source import Source, SourceContext
 from ishowttsd.speaker import Speaker
+from ishowttsd.stall import LoopWatch
 
 log = logging.getLogger("ishowttsd")
 
@@ -39,7 +40,9 @@ class Daemon:
         self.exit_when_done = exit_when_done
         self.runtime = Runtime(socket=str(socket_path), config=str(cfg.path) if cfg.path else None)
         self.events = EventBus()
-        self.plugins = PluginManager(strict=cfg.daemon.strict_plugins)
+        dc = cfg.daemon
+        self.plugins = PluginManager(strict=dc.strict_plugins, load_timeout_s=dc.plugin_load_timeout_s)
+        self.loop_watch = LoopWatch(dc.stall_warn_s, dc.stall_exit_s, dc.stop_timeout_s, self.plugins.plugin_of, self.events)
         q = cfg.queue
         self.queue = SpeechQueue(q.max_pending, self.events, flood_threshold=q.flood_threshold, flood_announce=q.flood_announce)
         self.ttl = ttl_from_config(q.ttl)
@@ -47,7 +50,7 @@ class Daemon:
             self.moderator = Moderator(cfg.moderation, self.ttl)  # checks the templates: an error here is early
         except ConfigError as e:
             raise ConfigError(f"{cfg.path or 'config'}: {e}") from None
-        self.control = ControlServer(socket_path)
+        self.control = ControlServer(socket_path, idle_timeout=cfg.daemon.control_idle_timeout_s)
         self.notifier = notifier or Notifier()
         self.hardware = Hardware(cfg.hardware)
         self.sources: list[Source] = []
@@ -80,7 +83,7 @@ class Daemon:
         self.monitor = HealthMonitor(
             cfg, self.events, self.hardware, engines=self.engines, speaker=self.speaker, queue=self.queue,
             sources=self.sources, sinks=self.sinks, plugins=self.plugins, state=lambda: self.runtime.state,
-            paid=self.paid,
+            paid=self.paid, loop_watch=self.loop_watch,
         )  # fmt: skip
         self.speaker.on_started.append(self.paid.started)
         self.speaker.on_spoken.append(self.paid.spoken)
@@ -125,6 +128,13 @@ class Daemon:
     def _reload(self) -> dict[str, Any]:
         if self.cfg.path is None:
             raise ConfigError("started without --config: there is no file to reload")
+        try:
+            empty = not self.cfg.path.read_text(encoding="utf-8", errors="replace").strip()
+        except OSError:
+            empty = False  # load_config says what is wrong with it
+        if empty:
+            raise ConfigError(f"{self.cfg.path} is empty (half-written by an editor?); reloading it would drop every "
+                              "moderation rule. Save the whole file again, then reload")  # fmt: skip
         new = load_config(self.cfg.path)
         # the whole file must be one the daemon would start with, or the next restart goes silent
         self._tables("sources", new.sources, self.plugins.sources)
@@ -136,6 +146,7 @@ class Daemon:
         except ConfigError as e:
             raise ConfigError(f"{self.cfg.path}: {e}") from None
         changed = [k for k in ("moderation", "queue") if getattr(new, k) != getattr(self.cfg, k)]
+        details = _policy_changes(self.cfg, new)
         restart = [k for k in type(new).model_fields if k not in ("moderation", "queue") and getattr(new, k) != getattr(self.cfg, k)]
         # nothing above this line changed any state
         self.intake.swap(moderator, ttl)
@@ -143,7 +154,8 @@ class Daemon:
         q = new.queue
         dropped = self.queue.configure(q.max_pending, q.flood_threshold, q.flood_announce)
         self.speaker.batch_min_rtf = q.batch_min_rtf
-        result = {"config": str(self.cfg.path), "changed": changed, "restart_needed": restart, "dropped": len(dropped)}
+        result = {"config": str(self.cfg.path), "changed": changed, "details": details, "restart_needed": restart,
+                  "dropped": len(dropped)}  # fmt: skip
         self.events.publish("reloaded", **result)
         return result
 
@@ -156,6 +168,7 @@ class Daemon:
             # after bind: a second daemon on this socket is refused before it touches the journal
             self.paid.open(lambda platform, mid: self.intake.moderator.state.seen_id(platform, mid, time.monotonic()))
             async with anyio.create_task_group() as tg:
+                tg.start_soon(self.loop_watch.run)
                 tg.start_soon(self.notifier.watchdog_loop)
                 tg.start_soon(self.control.serve, listener)
                 tg.start_soon(self._signals, tg)
@@ -216,6 +229,10 @@ class Daemon:
 
     async def _signals(self, tg) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            # the loop learns of a signal through its wakeup fd; this handler also tells the loop's
+            # watcher, which ends the process if a blocked loop cannot act on it
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, self.loop_watch.term_requested)
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     try:
@@ -268,6 +285,22 @@ class Daemon:
         return (f"running: {self.engines.active}, {sp['spoken']} spoken, {len(self.queue)} queued"
                 f"{', paused' if sp['paused'] else ''}, median RTF {rtf if rtf is not None else '-'}, "
                 f"health {self.monitor.report()['status']}")  # fmt: skip
+
+
+def _policy_changes(old: Config, new: Config) -> list[str]:
+    """What a reload changes in moderation and queue policy, one line each ("moderation.block_words: 12 → 0")."""
+    out = []
+    for table in ("moderation", "queue"):
+        a, b = getattr(old, table), getattr(new, table)
+        for name in type(a).model_fields:
+            x, y = getattr(a, name), getattr(b, name)
+            if x == y:
+                continue
+            if isinstance(x, (list, dict)):
+                out.append(f"{table}.{name}: {len(x)} → {len(y)} entries")
+            else:
+                out.append(f"{table}.{name}: {x!r} → {y!r}")
+    return out
 
 
 def _unique_names(kind: str, parts, cfg: Config) -> None:

@@ -167,9 +167,13 @@ _declare("started", "The daemon is up: the socket is bound and the plugins are l
 _declare("ready", "The engine is loaded and warm; speech starts.", engine="the engine speaking by default")
 _declare("stopped", "The daemon stopped.", uptime_s="seconds it ran")
 _declare("reloaded", "The config file was re-read; moderation and queue policy changed without a restart.",
-         config="the file", changed="tables that took effect", restart_needed="tables that need a restart",
+         config="the file", changed="tables that took effect", details="each setting that changed, old → new",
+         restart_needed="tables that need a restart",
          dropped="utterances a smaller bound dropped")
 _declare("reload_failed", "A reload was refused; the old config stays in force.", logging.ERROR, error="why, with the fix")
+_declare("loop.stalled", "The event loop was blocked (by code that did not await) and runs again; speech and the "
+         "control socket waited meanwhile.", logging.WARNING, seconds="how long it was blocked",
+         plugin="the plugin the blocking code belongs to, if any", where="the file, line and function it was stuck in")
 # -- engines and voices ----------------------------------------------------------------------------------
 _declare("engine.progress", "Long engine work (load, warm-up, compile) moved on.",
          engine="the engine", stage="what it is doing", progress="fraction done, when known")

@@ -32,6 +32,8 @@ from ishowttsd.sink import SynthesisStats
 
 log = logging.getLogger("ishowttsd.health")
 
+_STALL_MEMORY_S = 600.0  # a blocked event loop is shown by health this long after
+
 # a fixed text set for `bench`: Chinese, English and mixed, as chat is
 BENCH_TEXTS = (
     "大家好，欢迎来到直播间！今天我们一起玩到天亮。",
@@ -82,6 +84,7 @@ class HealthMonitor:
         plugins,
         state: Callable[[], str],
         paid=None,
+        loop_watch=None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cfg = cfg
@@ -92,6 +95,7 @@ class HealthMonitor:
         self.speaker = speaker
         self.queue = queue
         self.paid = paid
+        self.loop_watch = loop_watch
         self.sources = sources
         self.sinks = sinks
         self.plugins = plugins
@@ -208,6 +212,7 @@ class HealthMonitor:
         checks.append(self._ttfa_check())
         checks.append(self._queue_check())
         checks.append(self._paid_check())
+        checks.append(self._loop_check())
         checks += self._part_checks("source", self.sources, _source_level,
                                     "check the network and the source's config; `ishowttsctl status` shows details")  # fmt: skip
         checks += self._part_checks("sink", self.sinks, _sink_level, "check the device or service this sink writes to")
@@ -217,6 +222,18 @@ class HealthMonitor:
         for r in self.plugins.broken:
             checks.append(Check(f"plugin:{r.name}", "warn", f"{r.state}: {r.error}", "fix or remove the plugin file"))
         return {"status": worst(c.level for c in checks).value, "checks": [c.to_dict() for c in checks]}
+
+    def _loop_check(self) -> Check:
+        """Whether code that does not await (a plugin) blocked the event loop lately."""
+        stalls = self.loop_watch.recent(_STALL_MEMORY_S) if self.loop_watch is not None else []
+        if not stalls:
+            return Check("event_loop", "ok", "not blocked in the last 10 minutes")
+        worst_one = max(stalls, key=lambda s: s["seconds"])
+        who = f"plugin {worst_one['plugin']}" if worst_one["plugin"] else "code that is not a plugin"
+        return Check("event_loop", "warn", f"the event loop was blocked {len(stalls)} time(s) in the last 10 minutes, up to "
+                     f"{worst_one['seconds']} s, by {who} at {worst_one['where']}: speech and control waited",
+                     "fix that plugin (it must await instead of blocking) or remove it; the log has the stack",
+                     {"stalls": len(stalls), "seconds": worst_one["seconds"], "plugin": worst_one["plugin"]})  # fmt: skip
 
     def _paid_check(self) -> Check:
         """Paid speech: owed and not heard, the journal that keeps it, what a crash would lose."""

@@ -3,6 +3,7 @@
 Every rejection carries a short machine-readable reason (counted in `status`, streamed by
 `watch` as a ``filtered`` event). The checks, in order:
 
+- ``bad_amount``: a paid amount that is not a finite, non-negative number (a broken packet);
 - ``duplicate_id``: the same platform message id again (a source that reconnected and replayed);
 - ``emoticon``: a chat line that is a picture with no words (``Message.picture_only``);
 - ``blocked_user``, ``bot``: `block_users`, `ignore_bots` (by name or id, see `UserList`);
@@ -37,6 +38,7 @@ State that must survive a config reload (cooldowns, recent texts and ids, open c
 
 from __future__ import annotations
 
+import math
 import re
 import string
 import time
@@ -257,6 +259,9 @@ class Moderator:
         is_pending: Callable[[int], bool] | None = None,
     ) -> Utterance | Merged | Rejection:
         cfg, st, now = self.cfg, self.state, self.clock()
+        if m.amount is not None and not (isinstance(m.amount, (int, float)) and math.isfinite(m.amount) and m.amount >= 0):
+            # an infinite or negative "payment" is a broken or hostile packet, not money
+            return Rejection("bad_amount", f"amount {m.amount!r} is not a finite, non-negative number")
         priority = self.priority_of(m)
         if m.id:
             if (m.platform, m.id) in st.recent_ids:

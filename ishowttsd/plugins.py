@@ -17,6 +17,7 @@ import logging
 import os
 import stat
 import sys
+import threading
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,10 +167,13 @@ def load_builtin(relpath: str) -> ModuleType:
 class PluginManager:
     """Loads plugins and holds what they registered: source, sink and engine classes."""
 
-    def __init__(self, strict: bool = False) -> None:
+    def __init__(self, strict: bool = False, load_timeout_s: float = 10.0) -> None:
         self.pm = pluggy.PluginManager("ishowtts")
         self.pm.add_hookspecs(hookspecs)
         self.strict = strict
+        # a plugin that does not finish importing (or registering) in time is broken, not a hang
+        self.load_timeout_s = load_timeout_s
+        self._module_names: dict[str, str] = {}  # module name -> plugin name, to name a stuck plugin
         self.records: list[PluginRecord] = []
         self.sources: dict[str, type[Source]] = {}
         self.sinks: dict[str, type[Sink]] = {}
@@ -245,7 +249,7 @@ class PluginManager:
 
     def _add(self, rec: PluginRecord, load) -> None:
         try:
-            module = load()
+            module = self._in_time(load, rec, "loading")
             self.pm.register(module, name=f"{rec.origin}:{rec.name}")
             rec.path = rec.path or getattr(module, "__file__", None)
         except (Exception, SystemExit) as e:  # a plugin calling sys.exit() at import is broken, not fatal
@@ -253,6 +257,42 @@ class PluginManager:
             return
         self.records.append(rec)
         self._modules.append((rec, module))
+        name = getattr(module, "__name__", None)
+        if isinstance(name, str):
+            self._module_names[name] = rec.name
+
+    def _in_time(self, fn, rec: PluginRecord, what: str):
+        """Run a plugin's code (its import, its registration hook) with a deadline: in a
+        thread, so that one that blocks or spins is reported as broken and the daemon goes on.
+        The thread of a plugin that never finishes is left behind (Python cannot stop it)."""
+        result: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                result["value"] = fn()
+            except BaseException as e:  # handed to the caller as if raised there
+                result["error"] = e
+
+        t = threading.Thread(target=work, name=f"plugin-{what}:{rec.name}", daemon=True)
+        t.start()
+        t.join(self.load_timeout_s)
+        if t.is_alive():
+            raise TimeoutError(
+                f"{what} did not finish within {self.load_timeout_s:g} s ([daemon] plugin_load_timeout_s): it may wait on "
+                f"the network or a lock, or loop forever; it was skipped. Fix the plugin or move it out of the plugin folder"
+            )  # fmt: skip
+        if "error" in result:
+            raise result["error"]
+        return result.get("value")
+
+    def plugin_of(self, module_name: str) -> str | None:
+        """The plugin a module belongs to (the module itself, or one of its submodules)."""
+        name = module_name
+        while name:
+            if name in self._module_names:
+                return self._module_names[name]
+            name = name.rpartition(".")[0]
+        return None
 
     def _broken(self, rec: PluginRecord, e: BaseException) -> None:
         rec.state = "broken"
@@ -288,8 +328,11 @@ class PluginManager:
                 if rec is None or rec.state != "loaded":
                     continue
                 added: list[str] = []
+                closed = threading.Event()  # a hook that missed its deadline may register nothing later
 
-                def register(cls, registry=registry, base=base, attr=attr, rec=rec, added=added) -> None:
+                def register(cls, registry=registry, base=base, attr=attr, rec=rec, added=added, closed=closed) -> None:
+                    if closed.is_set():
+                        raise RuntimeError("too late: this plugin's registration already timed out")
                     if not (isinstance(cls, type) and issubclass(cls, base)):
                         raise TypeError(f"register() wants a subclass of {base.__name__}, got {cls!r}")
                     key = getattr(cls, attr, None)
@@ -301,8 +344,9 @@ class PluginManager:
                     added.append(f"{base.__name__.lower()}:{key}")
 
                 try:
-                    impl.function(register=register)
+                    self._in_time(lambda f=impl.function, r=register: f(register=r), rec, "registration")
                 except (Exception, SystemExit) as e:
+                    closed.set()
                     for item in added:
                         registry.pop(item.split(":", 1)[1], None)
                     self._broken(rec, e)

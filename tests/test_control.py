@@ -203,3 +203,99 @@ def test_every_verb_is_documented_and_validated():
         name, params, _stream, _mutates = fn._verb
         assert fn.__doc__, f"verb {name} needs a docstring (it is its documentation)"
         assert issubclass(params, Params)
+
+
+def _serve(tmp_path, sock, env=None):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "ishowttsd", "--socket", str(sock), "--check-config"], capture_output=True,
+                          text=True, timeout=30, env=env)  # fmt: skip
+
+
+def test_a_regular_file_named_as_the_socket_is_never_deleted(tmp_path):
+    from daemon_process import DaemonProcess
+
+    d = DaemonProcess(tmp_path, "", wait_ready=False)
+    d.socket.write_text("precious notes")
+    d.start()
+    rc = d.wait(30)
+    assert rc != 0 and "is not a socket" in d.log() and "left alone" in d.log()
+    assert d.socket.read_text() == "precious notes"
+
+
+def test_a_fallback_runtime_folder_made_by_someone_else_is_refused(tmp_path, monkeypatch):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from ishowttsd.control import fallback_socket_folder
+
+    folder = fallback_socket_folder()
+    if folder.exists():
+        pytest.skip(f"{folder} exists on this machine; not touching it")
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_RUNTIME_DIR", "RUNTIME_DIRECTORY")}
+    try:
+        folder.mkdir(mode=0o777)
+        os.chmod(folder, 0o777)  # as another user would leave it, for anyone to replace the socket
+        r = subprocess.run([sys.executable, "-m", "ishowttsd", "--config", "/dev/null"], capture_output=True, text=True,
+                           timeout=30, env=env)  # fmt: skip
+        assert r.returncode != 0 and "must be yours and private (0700)" in r.stderr, r.stderr
+        r = subprocess.run([sys.executable, "-m", "ishowttsd.ctl", "status"], capture_output=True, text=True, timeout=30,
+                           env=env)  # fmt: skip
+        assert r.returncode == 1 and "refusing to connect" in r.stderr and "0700" in r.stderr
+        shutil.rmtree(folder)
+        # a fresh one is made private
+        p = subprocess.Popen([sys.executable, "-m", "ishowttsd"], env=env, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 30
+            while not (folder / "ishowttsd.sock").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert oct(folder.stat().st_mode & 0o777) == "0o700"
+            r = subprocess.run([sys.executable, "-m", "ishowttsd.ctl", "status"], capture_output=True, text=True,
+                               timeout=30, env=env)  # fmt: skip
+            assert r.returncode == 0, r.stderr
+        finally:
+            p.terminate()
+            p.wait(15)
+            p.stderr.close()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_idle_connections_time_out_and_the_owner_always_gets_in(tmp_path):
+    from daemon_process import DaemonProcess
+
+    from ishowttsd.control import MAX_CLIENTS
+
+    # other users cannot be had here; the daemon's own user gets OWNER_SLOTS beyond MAX_CLIENTS,
+    # so hold MAX_CLIENTS idle connections and check the owner still gets an answer
+    with DaemonProcess(tmp_path, CONFIG) as d:
+        held = []
+        try:
+            for _ in range(MAX_CLIENTS):
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(str(d.socket))
+                held.append(s)
+            assert d.request("status")["state"] == "running"  # an owner's slot
+            log = d.log()
+            assert "method=status uid=" in log  # the peer's uid, for every request
+        finally:
+            for s in held:
+                s.close()
+
+
+def test_an_idle_connection_is_closed(tmp_path):
+    from daemon_process import DaemonProcess
+
+    d = DaemonProcess(tmp_path, "[daemon]\ncontrol_idle_timeout_s = 1\n" + CONFIG)
+    with d:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.connect(str(d.socket))
+        t0 = time.monotonic()
+        assert s.recv(100) == b""  # closed by the daemon
+        assert 0.8 < time.monotonic() - t0 < 8
+        s.close()
+        d.wait_for(lambda: "reason=idle" in d.log(), timeout=5, what="the idle close to be logged")

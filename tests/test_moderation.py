@@ -57,6 +57,10 @@ CASES = [
      twitch("gg", kind="bits", amount=500, currency="bits"), "viewer42 cheered 500 bits: gg", Priority.PAID),
     ("read-username-off", {"read_username": {"danmaku": False}}, bili("晚上好"), "晚上好", Priority.NORMAL),
     ("read-username-off-twitch", {"read_username": {"danmaku": False}}, twitch("hi all"), "hi all", Priority.NORMAL),
+    # -- money that is not money: a broken or hostile packet is not paid speech
+    ("amount-infinite", {}, bili("hi", kind="superchat", amount=float("inf"), currency="CNY"), "bad_amount", None),
+    ("amount-nan", {}, bili("hi", kind="superchat", amount=float("nan"), currency="CNY"), "bad_amount", None),
+    ("amount-negative", {}, bili(kind="gift", amount=-5.0, currency="CNY", extra={"gift": "x"}), "bad_amount", None),
     # -- words and patterns
     ("block-word", {"block_words": ["傻逼"]}, bili("你是傻逼"), "blocked_word", None),
     ("block-word-case", {"block_words": ["FollowZ"]}, twitch("get followz cheap"), "blocked_word", None),

@@ -156,3 +156,15 @@ def test_reload_shrinks_the_queue_bound_and_ttl(daemon):
     assert len(q) == 4 and q[0]["priority"] == "paid"  # chat went, the super chat stayed
     st = daemon.req("status")
     assert st["queue"]["max_pending"] == 3 and st["reasons"]["dropped:queue_full"] == pending - 1 - 3
+
+
+def test_an_empty_file_is_refused_and_a_reload_says_what_changed(daemon):
+    proc = daemon.start(BASE + '\n[moderation]\nblock_words = ["a1", "a2", "a3"]\n')
+    daemon.cfg.write_text("")  # an editor that truncated the file before writing it
+    os.kill(proc.pid, signal.SIGHUP)
+    assert wait_for(lambda: "is empty" in daemon.log.read_text())
+    assert say(daemon, "我说a1", user="x")["reason"] == "blocked_word"  # before: every rule was dropped
+    daemon.cfg.write_text(BASE + '\n[moderation]\nblock_words = ["a1"]\nmax_chars = 50\n')
+    r = daemon.ctl("reload")
+    assert "moderation.block_words: 3 → 1 entries" in r.stdout and "moderation.max_chars: 80 → 50" in r.stdout
+    assert "moderation.block_words: 3 → 1 entries" in daemon.log.read_text()
