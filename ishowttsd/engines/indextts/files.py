@@ -32,11 +32,28 @@ SEMANTIC_LAYER = 17  # the w2v-bert hidden state upstream reads (`hidden_states[
 
 @contextlib.contextmanager
 def quiet():
-    """Upstream's modules and their dependencies warn at import and build time (weight_norm,
-    torch.load, nemo); none of it is for a streamer's log."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
+    """Upstream's modules and their dependencies warn and draw progress bars at import and build
+    time (weight_norm, torch.load, transformers' config checks and weight loading, nemo's grammar
+    builds); none of it is for a streamer's log, which has one line per event."""
+    import logging
+
+    from transformers.utils import logging as tlog
+
+    level, bars = tlog.get_verbosity(), tlog.is_progress_bar_enabled()
+    nemo = logging.getLogger("NeMo-text-processing")
+    nemo_level = nemo.level
+    tlog.set_verbosity_error()
+    tlog.disable_progress_bar()
+    nemo.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        tlog.set_verbosity(level)
+        if bars:
+            tlog.enable_progress_bar()
+        nemo.setLevel(nemo_level)
 
 
 def hub_offline() -> None:

@@ -15,8 +15,9 @@ from pathlib import Path
 from ishowttsd.engines.base import EngineError
 from ishowttsd.engines.indextts.files import quiet
 
-# where upstream's split_segments cuts: sentence ends, as BPE pieces
-SENTENCE_END = (".", "!", "?", "▁.", "▁?", "▁...")
+# sentence ends, as BPE pieces: upstream's split_segments' own, plus "!" and the CJK marks the
+# normaliser would have turned into them (without it they reach the tokenizer as they are)
+SENTENCE_END = (".", "!", "?", "▁.", "▁?", "▁...", "▁!", "。", "！", "？", "▁。", "▁！", "▁？")
 
 
 class FrontEnd:

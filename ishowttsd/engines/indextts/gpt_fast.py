@@ -65,6 +65,13 @@ class FastGPT:
                    lin(b.mlp.c_proj))
             for b in gpt.h
         ]  # fmt: skip
+        if kind != "int8" and dtype == gpt.h[0].attn.c_attn.weight.dtype:
+            # upstream's modules (the num_beams > 1 path) read our (out, in) copies through transposed
+            # views: the GPT's weights are held once, not twice (1.9 GB at full size)
+            for b, layer in zip(gpt.h, self.layers):
+                for conv, ours in ((b.attn.c_attn, layer.qkv), (b.attn.c_proj, layer.proj), (b.mlp.c_fc, layer.fc),
+                                   (b.mlp.c_proj, layer.fc2)):  # fmt: skip
+                    conv.weight.data = ours.w.t()
         self.ln_f = _ln(gpt.ln_f, dtype)
         self.final_norm = _ln(uv.final_norm, dtype)
         self.head = Linear(uv.mel_head.weight, uv.mel_head.bias, kind, dtype)
