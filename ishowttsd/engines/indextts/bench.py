@@ -384,6 +384,12 @@ def run(args) -> dict[str, Any]:
                   "normalizer_cache": table.get("normalizer_cache") or str(args.normalizer_cache or work / "nemo")})  # fmt: skip
     state = work / "state"
     ref = _reference(work, args.reference)
+
+    def partial(what: dict) -> None:
+        """What is measured so far, next to --out: a run cut short by the shared machine still tells."""
+        if args.out:
+            Path(args.out + ".partial").write_text(json.dumps(what, indent=1, ensure_ascii=False, default=str))
+
     voice = Voice(id="bench", engine="indextts", reference_audio=str(ref))
     load_before = os.getloadavg()
 
@@ -451,10 +457,12 @@ def run(args) -> dict[str, Any]:
         row["ours_rtf"] = row["ours_s"] / row["ours_audio_s"]
         rows.append(row)
         log(f"{i + 1}/{len(texts)} ours {row['ours_s']:.2f} s" + (f", upstream {row['upstream_s']:.2f} s" if up else ""))
+        partial({"utterances": rows})
 
     log("three-sentence text: time to first audio")
     tt, ttfa, tn = ours_once(ours, THREE_SENTENCES, codes(THREE_SENTENCES) // 3)
     segments = ["".join(s).replace("▁", " ").strip() for s in ours.plan(THREE_SENTENCES)]
+    partial({"utterances": rows, "ttfa": {"ttfa_s": ttfa, "total_s": tt, "segments": segments}})
 
     fast: dict[str, Any] = {}
     modes: dict[str, Any] = {}
@@ -467,7 +475,7 @@ def run(args) -> dict[str, Any]:
             gc.collect()
         auto = "bf16" if cpu_has_amx() else "int8"  # what fast_mode = "auto" picks on this CPU
         results: dict[str, dict] = {}
-        for mode in sorted(("int8", "bf16"), key=lambda m: m != auto):  # one fast engine at a time
+        for mode in sorted(args.fast_modes.split(","), key=lambda m: m != auto):  # one fast engine at a time
             fe = make(fast=True, fast_mode=mode)
             fe.warmup(lambda *_: None)
             r = results[fe.dtype_name] = {"ratios": [], "errs": [], "times_s": [], "fp32_s": [], "tokens_equal": [],
@@ -484,6 +492,7 @@ def run(args) -> dict[str, Any]:
                 r["errs"].append(rel_error(teacher_forced_mel(fe, text, want_codes), teacher_forced_mel(ours, text, want_codes)))
             del fe
             gc.collect()
+            partial({"utterances": rows, "fast": results})
         for name, r in results.items():
             modes[name] = {"speedup": _median(r["ratios"]), "rel_error": _median(r["errs"]), "rel_error_max": max(r["errs"]),
                            "times_s": r["times_s"], "fp32_s": r["fp32_s"], "tokens_equal": r["tokens_equal"]}  # fmt: skip
@@ -605,6 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--utterances", type=int, default=len(DANMAKU), help=f"how many of the {len(DANMAKU)} danmaku")
     ap.add_argument("--fast-utterances", type=int, default=2)
     ap.add_argument("--no-fast", action="store_true", help="skip the fast-mode measurement")
+    ap.add_argument("--fast-modes", default="int8,bf16", help="CPU fast modes to measure (the one auto picks first)")
     ap.add_argument("--no-normalize", action="store_true", help="no text normaliser on either side")
     ap.add_argument("--normalizer-cache", help="folder for the nemo grammar cache (reused between runs)")
     ap.add_argument("--gpt-layers", type=int, help="random weights: GPT depth (24 is full size)")
@@ -630,5 +640,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        Path(args.out + ".partial").unlink(missing_ok=True)
         print(f"\nwrote {args.out}")
     return 0

@@ -65,10 +65,6 @@ class FrontEnd:
     def ids(self, pieces: list[str]) -> list[int]:
         return self.tokenizer.convert_tokens_to_ids(list(pieces))
 
-    def unknown(self, pieces: list[str]) -> list[str]:
-        unk = self.tokenizer.unk_token_id
-        return [p for p, i in zip(pieces, self.ids(pieces)) if i == unk]
-
     def segments(self, text: str, max_tokens: int, first_alone: bool) -> list[list[str]]:
         """Upstream's segments (`split_segments`: sentences merged up to `max_tokens` pieces), except
         that with `first_alone` the first sentence is a segment of its own, so it can be spoken

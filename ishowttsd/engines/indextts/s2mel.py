@@ -22,8 +22,6 @@ equals upstream's seeded the same way.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -247,6 +245,3 @@ def condition(models, latent: torch.Tensor, codes: list[int], prompt_condition: 
     cond = s2["length_regulator"](S, ylens=target, n_quantizers=3, f0=None)[0]
     return torch.cat([prompt_condition, cond], dim=1)
 
-
-def frames(n_codes: int) -> int:
-    return int(math.floor(n_codes * 1.72))
