@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
+from f5_tiny import write_reference  # the same speech-like test signal
 
 REF_TEXT = "This is my voice."
 EMO_NUM = [1, 2, 1, 1, 1, 1, 1, 2]
@@ -74,16 +74,33 @@ BIGVGAN = {
 W2V_BERT = dict(hidden_size=1024, num_hidden_layers=17, num_attention_heads=16, intermediate_size=8,
                 conv_depthwise_kernel_size=3, feature_projection_input_dim=160)  # fmt: skip
 
-def build(root: Path, seed: int = 0) -> dict[str, Path]:
-    """Write the tiny model folder into `root` once (a `.complete` marker makes later calls free)."""
-    from ishowttsd.engines.indextts.bench import random_model
+def build(root: Path | None = None, seed: int = 0) -> dict[str, Path]:
+    """The tiny model folder, written once. By default it is kept between test sessions under
+    the user's cache folder, named by a hash of what builds it (about 45 s to write on two cores);
+    it is written beside and renamed into place, so parallel sessions never see half of one."""
+    import hashlib
+    import inspect
+    import os
+    import shutil
 
+    from ishowttsd.engines.indextts import bench
+
+    if root is None:
+        src = (Path(__file__).read_text() + inspect.getsource(bench.random_model) + inspect.getsource(bench.random_qwen)).encode()
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ishowttsd-tests"
+        root = cache / f"indextts-tiny-{hashlib.sha256(src).hexdigest()[:12]}-{seed}"
     paths = _paths(root)
     if not (root / ".complete").exists():
-        random_model(root, CONFIG, W2V_BERT, BIGVGAN, seed=seed, half_gpt=True)
-        write_reference(paths["ref"])
-        write_reference(paths["emo_ref"], seconds=1.0, seed=7, f0=220.0)
-        (root / ".complete").write_text("ok")
+        tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        bench.random_model(tmp, CONFIG, W2V_BERT, BIGVGAN, seed=seed, half_gpt=True)
+        write_reference(tmp / "ref.wav")
+        write_reference(tmp / "emo.wav", seconds=1.0, seed=7)
+        (tmp / ".complete").write_text("ok")
+        try:
+            tmp.rename(root)
+        except OSError:  # another session finished first
+            shutil.rmtree(tmp, ignore_errors=True)
     return paths
 
 
@@ -92,21 +109,6 @@ def _paths(root: Path) -> dict[str, Path]:
             "bpe": root / "bpe.model", "w2v": root / "w2v-bert-2.0", "maskgct": root / "MaskGCT",
             "campplus": root / "campplus", "bigvgan": root / "bigvgan", "qwen": root / "qwen0.6bemo4-merge",
             "ref": root / "ref.wav", "emo_ref": root / "emo.wav"}  # fmt: skip
-
-
-def write_reference(path: Path, seconds: float = 1.2, sr: int = 16_000, seed: int = 0, pad: float = 0.2,
-                    f0: float = 140.0) -> None:  # fmt: skip
-    """A speech-like signal (modulated harmonics) with `pad` seconds of silence each side."""
-    import soundfile as sf
-
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * sr)) / sr
-    pitch = f0 + 20 * np.sin(2 * np.pi * 1.5 * t)
-    phase = 2 * np.pi * np.cumsum(pitch) / sr
-    x = sum(np.sin(k * phase) / k for k in range(1, 6)) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t) ** 2)
-    x = 0.05 * x + 0.002 * rng.standard_normal(len(t))
-    silence = np.zeros(int(pad * sr))
-    sf.write(str(path), np.concatenate([silence, x, silence]).astype(np.float32), sr)
 
 
 def engine_table(paths: dict[str, Path], **extra) -> str:

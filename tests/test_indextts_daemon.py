@@ -20,8 +20,8 @@ TEXT = "Hello there, how are you today?"
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return indextts_tiny.build(tmp_path_factory.getbasetemp() / "indextts-tiny")
+def tiny():
+    return indextts_tiny.build()
 
 
 def config(d: Path, tiny, model_dir: Path | None = None) -> str:
@@ -38,21 +38,32 @@ def config(d: Path, tiny, model_dir: Path | None = None) -> str:
 
 
 def wavs(d: Path, n: int, proc: DaemonProcess) -> list[Path]:
-    proc.wait_for(lambda: len(sorted(d.glob("*.wav"))) >= n, timeout=120, what=f"{n} WAV files in {d}")
+    proc.wait_for(lambda: len(sorted(d.glob("*.wav"))) >= n, timeout=300, what=f"{n} WAV files in {d}")
     return sorted(d.glob("*.wav"))
 
 
+def started(tmp: Path, text: str) -> DaemonProcess:
+    """The daemon, once running: loading torch and the models takes a while on a busy 2-core box."""
+    d = DaemonProcess(tmp, text, wait_ready=False).start()
+    try:
+        d.wait_for(lambda: d.request("status", timeout=60)["state"] == "running", timeout=600, what="the daemon to be ready")
+    except BaseException:
+        d.stop(timeout=120)
+        raise
+    return d
+
+
 def test_daemon_speaks_with_indextts_and_reloads_voices(tiny, tmp_path):
-    with DaemonProcess(tmp_path, config(tmp_path, tiny), wait_ready=False) as d:
-        d.wait_for(lambda: d.request("status")["state"] == "running", timeout=180, what="the daemon to be ready")
-        eng = d.request("status")["engine"]
+    d = started(tmp_path, config(tmp_path, tiny))
+    try:
+        eng = d.request("status", timeout=60)["engine"]
         assert eng["active"] == "indextts" and eng["fallback_reason"] is None
         info = eng["engines"]["indextts"]
         assert info["warm"] and info["device"] == "cpu" and info["dtype"] == "fp32" and info["sample_rate"] == 22050
         assert info["reference_cache"]["miss"] >= 1
         assert (tmp_path / "state" / "indextts-voices").is_dir()
-        d.request("say", {"text": TEXT})
-        d.request("say", {"text": "Thanks for the stream. See you tomorrow!", "voice": "glad"})
+        d.request("say", {"text": TEXT}, timeout=60)
+        d.request("say", {"text": "Thanks for the stream. See you tomorrow!", "voice": "glad"}, timeout=60)
         out = wavs(tmp_path / "out", 2, d)
         for f in out:
             with wave.open(str(f)) as w:
@@ -62,20 +73,22 @@ def test_daemon_speaks_with_indextts_and_reloads_voices(tiny, tmp_path):
             assert 256 <= len(audio) <= 2 * int(40 * 1.72) * 256 + 4410 and np.abs(audio).max() > 0
         log = spoken_log(tmp_path / "out")
         assert log[0]["said"] == TEXT and log[0].get("rtf") is not None
-        sp = d.request("status")["speaker"]
+        sp = d.request("status", timeout=60)["speaker"]
         assert sp["rtf_median"] is not None and sp["ttfa_median_s"] is not None
 
         # the streamer records a new reference, then reloads the voices without a restart
         indextts_tiny.write_reference(tmp_path / "voice.wav", seconds=1.6, seed=5)
         r = d.request("voices.reload", timeout=120)
         assert r == {"reloaded": ["me", "glad"], "errors": {}}
-        cache = d.request("status")["engine"]["engines"]["indextts"]["reference_cache"]
+        cache = d.request("status", timeout=60)["engine"]["engines"]["indextts"]["reference_cache"]
         assert cache["miss"] >= 2 and cache["memory"] >= 1  # "me" prepared again, "glad"'s emotion clip unchanged
         (tmp_path / "voice.wav").write_text("not audio")
         r = d.request("voices.reload", {"id": "me"}, timeout=60)
         assert r["reloaded"] == [] and "not readable audio" in r["errors"]["me"]
-        d.request("say", {"text": "Still speaking after a bad reload.", "voice": "glad"})
+        d.request("say", {"text": "Still speaking after a bad reload.", "voice": "glad"}, timeout=60)
         wavs(tmp_path / "out", 3, d)
+    finally:
+        d.stop(timeout=120)
 
 
 def test_bad_checkpoint_falls_back_to_espeak(tiny, tmp_path):
@@ -85,14 +98,16 @@ def test_bad_checkpoint_falls_back_to_espeak(tiny, tmp_path):
         (m / p.name).symlink_to(p, target_is_directory=p.is_dir())
     (m / "s2mel.pth").unlink()
     (m / "s2mel.pth").write_bytes(tiny["s2mel"].read_bytes()[:5000])
-    with DaemonProcess(tmp_path, config(tmp_path, tiny, m), wait_ready=False) as d:
-        d.wait_for(lambda: d.request("status")["state"] == "running", timeout=180, what="the daemon to be ready")
-        eng = d.request("status")["engine"]
+    d = started(tmp_path, config(tmp_path, tiny, m))
+    try:
+        eng = d.request("status", timeout=60)["engine"]
         assert eng["active"] == "espeak"
         assert "s2mel.pth" in eng["fallback_reason"] and "truncated" in eng["fallback_reason"]
-        assert d.request("health")["status"] == "warn"
-        d.request("say", {"text": "The fallback still speaks."})
+        assert d.request("health", timeout=60)["status"] == "warn"
+        d.request("say", {"text": "The fallback still speaks."}, timeout=60)
         wavs(tmp_path / "out", 1, d)
+    finally:
+        d.stop(timeout=120)
 
 
 def test_bench_runs_on_a_tiny_model(tiny, tmp_path):
@@ -102,7 +117,8 @@ def test_bench_runs_on_a_tiny_model(tiny, tmp_path):
     cfg.write_text(indextts_tiny.engine_table(tiny))
     out = tmp_path / "bench.json"
     rc = bench.main(["--engine", "indextts", "--config", str(cfg), "--compare-upstream", "--utterances", "2",
-                     "--fast-utterances", "1", "--no-normalize", "--reference", str(tiny["ref"]), "--out", str(out)])  # fmt: skip
+                     "--fast-utterances", "1", "--fast-modes", "int8", "--no-normalize", "--reference", str(tiny["ref"]),
+                     "--out", str(out)])  # fmt: skip
     assert rc == 0
     r = json.loads(out.read_text())
     s = r["summary"]

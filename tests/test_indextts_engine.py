@@ -30,8 +30,8 @@ class _Cfg:
 
 
 @pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    return indextts_tiny.build(tmp_path_factory.getbasetemp() / "indextts-tiny")
+def tiny():
+    return indextts_tiny.build()
 
 
 def make(model_dir: Path, state: Path, **kw) -> IndexTTSEngine:

@@ -79,6 +79,7 @@ class IndexTTSEngine(Engine):
         self._prepared: dict[str, dict] = {}  # voice id -> {"speaker", "options", "conds"}
         self._cache = None
         self._fingerprint = ""
+        self._chat_emotions: dict[str, list[float]] = {}  # emo_from_text: message -> weights, LRU
         self._lock = threading.RLock()
         self.last_codes: list[list[int]] = []  # codes of the last synthesis, per segment (tests, benchmark)
         self.last_mel: list = []  # its s2mel output per segment
@@ -253,14 +254,24 @@ class IndexTTSEngine(Engine):
                 self.paths.model_dir / str(self.models.cfg.get("qwen_emo_path", "qwen0.6bemo4-merge")).strip())  # fmt: skip
             self.qwen = files.load_qwen_emotion(folder)
 
-    def text_emotion(self, text: str) -> list[float]:
-        """The Qwen emotion model's 8 weights for a text (cached by text)."""
+    def text_emotion(self, text: str, persist: bool = True) -> list[float]:
+        """The Qwen emotion model's 8 weights for a text: a voice's description is cached on disk
+        too, a chat message's (emo_from_text) only in a bounded memory LRU."""
         import torch
 
         from ishowttsd.engines.indextts import voices as V
 
         self._load_qwen()
-        key = self._cache.key(b"qwen", text, self._settings_key())
+        if not persist:
+            vec = self._chat_emotions.pop(text, None)
+            if vec is None:
+                with self._lock:
+                    vec = V.qwen_emotion(self.qwen, text)
+            self._chat_emotions[text] = vec
+            while len(self._chat_emotions) > 512:
+                self._chat_emotions.pop(next(iter(self._chat_emotions)))
+            return vec
+        key = self._cache.key(b"qwen", text, self._settings_key(), str(self.qwen.model_dir))
         hit = self._cache.get(key, ("vec",))
         if hit is None:
             with self._lock:
@@ -301,7 +312,7 @@ class IndexTTSEngine(Engine):
         p = self._prepared_for(voice)
         conds = p["conds"]
         if conds is None:  # emo_from_text: this utterance's own emotion
-            vec = V.scale_vector(self.text_emotion(text), p["options"].emo_alpha)
+            vec = V.scale_vector(self.text_emotion(text, persist=False), p["options"].emo_alpha)
             conds = self._conds(p["speaker"], V.vector_emovec(self.models, p["speaker"], vec))
         segments = self.plan(text)
         gen = self._generator(torch)
