@@ -460,7 +460,18 @@ def run(args) -> dict[str, Any]:
         partial({"utterances": rows})
 
     log("three-sentence text: time to first audio")
-    tt, ttfa, tn = ours_once(ours, THREE_SENTENCES, codes(THREE_SENTENCES) // 3)
+    # each segment gets the codes its own text would make (a real model stops at its end)
+    segment = ours._segment
+
+    def sized(pieces, *a, **k):
+        ours.settings.max_mel_tokens = codes("".join(pieces).replace("▁", " "))
+        return segment(pieces, *a, **k)
+
+    ours._segment = sized
+    try:
+        tt, ttfa, tn = ours_once(ours, THREE_SENTENCES, codes(THREE_SENTENCES))
+    finally:
+        ours._segment = segment
     segments = ["".join(s).replace("▁", " ").strip() for s in ours.plan(THREE_SENTENCES)]
     partial({"utterances": rows, "ttfa": {"ttfa_s": ttfa, "total_s": tt, "segments": segments}})
 
