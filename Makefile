@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml constraints.txt contrib/system-packages.txt
 	$(PIP) install -c constraints.txt -e '.[test]'
 	@touch $@
 
-# the F5-TTS engine's stack (torch, torchaudio, f5-tts): only the tests and the benchmark need it
+# the neural engines' stacks (torch, torchaudio, f5-tts, indextts2-inference): only the tests and
+# the benchmarks need them
 $(STAMP_F5): $(STAMP)
-	$(PIP) install -c constraints.txt -e '.[test,f5]'
+	$(PIP) install -c constraints.txt -e '.[test,f5,indextts]'
 	@touch $@
 
 venv: $(STAMP_F5)

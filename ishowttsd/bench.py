@@ -404,7 +404,7 @@ def _yes(flag: bool | None) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m ishowttsd.bench", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--engine", default="f5", choices=["f5"], help="engine to measure (f5)")
+    ap.add_argument("--engine", default="f5", choices=["f5", "indextts"], help="engine to measure (f5; indextts has its own options)")
     ap.add_argument("--config", help="TOML config whose [engine.f5] table names the checkpoint (else random full-size weights)")
     ap.add_argument("--compare-upstream", action="store_true", help="also run upstream f5_tts.api.F5TTS.infer()")
     ap.add_argument("--out", help="write the JSON result here")
@@ -423,6 +423,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--engine=indextts" in argv or any(a == "--engine" and b == "indextts" for a, b in zip(argv, argv[1:])):
+        from ishowttsd.engines.indextts import bench as indextts_bench  # its own options and table
+
+        return indextts_bench.main(argv)
     args = build_parser().parse_args(argv)
     try:
         result = run(args)
