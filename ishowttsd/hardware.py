@@ -157,7 +157,7 @@ class Hardware:
         try:
             import pynvml  # nvidia-ml-py: the optional `nvidia` extra
         except ImportError:
-            self._nvml_error = "nvidia-ml-py is not installed (pip install 'ishowttsd[nvidia]')"
+            self._nvml_error = "nvidia-ml-py is not installed (pip install nvidia-ml-py, or the [nvidia] extra from the checkout)"
             return None
         try:
             pynvml.nvmlInit()

@@ -12,7 +12,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _docs() -> dict[str, str]:
-    files = [REPO / "README.md", *(REPO / "docs").glob("*.md"), *(REPO / "config").glob("*.toml")]
+    files = [REPO / "README.md", *(REPO / "docs").glob("*.md"), *(REPO / "config").glob("*.toml"),
+             *(REPO / "ishowttsd").rglob("*.py"), *(REPO / "plugins").rglob("*.py")]  # fmt: skip
     return {str(p.relative_to(REPO)): p.read_text(encoding="utf-8") for p in files}
 
 

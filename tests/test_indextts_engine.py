@@ -16,7 +16,7 @@ pytest.importorskip("indextts")
 import indextts_tiny  # noqa: E402
 
 from ishowttsd.engines.base import EngineContext, EngineError, Voice  # noqa: E402
-from ishowttsd.engines.f5_fast import rel_error  # noqa: E402
+from ishowttsd.engines.kernels import rel_error  # noqa: E402
 from ishowttsd.engines.indextts import IndexTTSEngine, IndexTTSSettings  # noqa: E402
 from ishowttsd.engines.indextts import bench as ibench  # noqa: E402
 from ishowttsd.engines.indextts import voices as V  # noqa: E402

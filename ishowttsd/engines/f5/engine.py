@@ -124,7 +124,7 @@ class F5Engine(Engine):
 
             import_f5()
         except ImportError as e:
-            raise EngineError(f"f5: {e.name or e} is not installed; install the extra: pip install 'ishowttsd[f5]'") from None
+            raise EngineError(f"f5: {e.name or e} is not installed; install the extra from the checkout: pip install -c constraints.txt '.[f5]'") from None
         from ishowttsd.engines.f5.fast import FastDiT, onednn_available
 
         if s.threads:

@@ -346,8 +346,8 @@ def run(args) -> dict[str, Any]:
     import torch
 
     from ishowttsd.engines.base import EngineContext, Voice
-    from ishowttsd.engines.f5 import cpu_flags
-    from ishowttsd.engines.f5_fast import rel_error
+    from ishowttsd.hardware import cpu_flags
+    from ishowttsd.engines.kernels import rel_error
     from ishowttsd.engines.indextts import files
     from ishowttsd.engines.indextts.engine import IndexTTSEngine, IndexTTSSettings
 
@@ -479,7 +479,7 @@ def run(args) -> dict[str, Any]:
     modes: dict[str, Any] = {}
     if not args.no_fast and not device.startswith("cuda"):
         log("fast mode (CPU: int8 and bf16)")
-        from ishowttsd.engines.f5 import cpu_has_amx
+        from ishowttsd.hardware import cpu_has_amx
 
         if up is not None:  # memory: a full-size model is about 5 GB per copy
             del up

@@ -106,15 +106,15 @@ class IndexTTSEngine(Engine):
                 import indextts  # noqa: F401
         except ImportError as e:
             raise EngineError(
-                f"indextts: {e.name or e} is not installed; install the extra: pip install 'ishowttsd[indextts]'"
+                f"indextts: {e.name or e} is not installed; install the extra from the checkout: pip install -c constraints.txt '.[indextts]'"
             ) from None
-        from ishowttsd.engines import f5_fast
+        from ishowttsd.engines import kernels
         from ishowttsd.engines.indextts import frontend, gpt_fast, s2mel, voices
 
         if s.threads:
             torch.set_num_threads(s.threads)
         self.device = self._pick_device(torch)
-        dtype, kind = self._pick_precision(torch, f5_fast)
+        dtype, kind = self._pick_precision(torch, kernels)
         self.paths = files.resolve_paths(s, self._resolve)
         cfg = files.read_config(self.paths)
         models = files.load_models(self.paths, cfg, self.device, progress, s.use_cuda_kernel)
@@ -146,9 +146,9 @@ class IndexTTSEngine(Engine):
             raise EngineError(f"indextts: device {want!r} asked for, but torch sees no CUDA GPU; set [engine.indextts] device = \"cpu\"")
         return torch.device(want)
 
-    def _pick_precision(self, torch, f5_fast):
+    def _pick_precision(self, torch, kernels):
         """(dtype, Linear kernel kind): fp16 on CUDA; CPU fp32, or the fast mode."""
-        from ishowttsd.engines.f5 import cpu_has_amx
+        from ishowttsd.hardware import cpu_has_amx
 
         s = self.settings
         names = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -156,7 +156,7 @@ class IndexTTSEngine(Engine):
             name = "fp16" if s.dtype == "auto" else s.dtype
             self.dtype_name = name
             return names[name], "torch"
-        base = "onednn" if s.kernels != "torch" and f5_fast.onednn_available() else "torch"
+        base = "onednn" if s.kernels != "torch" and kernels.onednn_available() else "torch"
         if s.fast:
             mode = s.fast_mode
             if mode == "auto":

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ishowttsd.engines.f5_fast import Linear
+from ishowttsd.engines.kernels import Linear
 
 
 @dataclass

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ishowttsd.engines.f5_fast import Linear
+from ishowttsd.engines.kernels import Linear
 
 
 def _w(m) -> torch.Tensor:
