@@ -47,6 +47,7 @@ class Request:
     query: dict[str, str]
     headers: dict[str, str]
     body: bytes
+    fault: Any = None  # what the script made of this request
 
 
 @dataclass
@@ -55,9 +56,11 @@ class Video:
     title: str
     live: bool = True
     chat: bool = True
-    history: list[dict] = field(default_factory=list)  # actions already in chat when the frame opens
+    chat_closed: bool = False  # live, but its chat hands out no continuation
+    history: list[dict] = field(default_factory=list)  # actions said before the chat frame first opened
     pending: list[dict] = field(default_factory=list)  # actions for the next get_live_chat
-    last: list[dict] = field(default_factory=list)  # the actions of the last answer (for "loop")
+    delivered: list[dict] = field(default_factory=list)  # what chat showed since (a frame opened later shows it)
+    last: list[dict] = field(default_factory=list)  # the last answer that had actions (for "loop")
     issued: str = ""  # the continuation handed out last
     api_history: list[dict] = field(default_factory=list)
     api_pending: list[dict] = field(default_factory=list)
@@ -87,6 +90,8 @@ class FakeYouTube:
         self._server: asyncio.Server | None = None
         self.port = 0
         self.context_errors: list[str] = []
+        self.huge_sent = 0  # bytes of the last "huge" answer written before the client hung up
+        self._handlers: set[asyncio.Task] = set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._http, "127.0.0.1", self.port)
@@ -95,6 +100,15 @@ class FakeYouTube:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+            # a client cancelled mid-request leaves its handler waiting: end each, closing its socket
+            # (a connection accepted just now gets its handler on the next turns of the loop)
+            for _ in range(10):
+                await asyncio.sleep(0.01)
+                if not self._handlers:
+                    break
+                for task in list(self._handlers):
+                    task.cancel()
+                await asyncio.gather(*self._handlers, return_exceptions=True)
             await self._server.wait_closed()
             self._server = None
 
@@ -139,6 +153,9 @@ class FakeYouTube:
     # -- HTTP --------------------------------------------------------------------------------
 
     async def _http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
         try:
             head = await reader.readuntil(b"\r\n\r\n")
             lines = head.decode("latin-1").split("\r\n")
@@ -155,7 +172,7 @@ class FakeYouTube:
             self.requests.append(req)
             route = self._route_name(req)
             queue = self.faults.get(route) or []
-            fault = queue.pop(0) if queue else None
+            fault = req.fault = queue.pop(0) if queue else None
             if fault == "drop":
                 writer.transport.abort()
                 return
@@ -167,21 +184,26 @@ class FakeYouTube:
             head_out += "".join(f"{k}: {v}\r\n" for k, v in extra.items()) + "Connection: close\r\n\r\n"
             writer.write(head_out.encode() + data)
             await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError, asyncio.CancelledError):
             pass
         finally:
             writer.close()
+            try:
+                await writer.wait_closed()  # the socket is really closed before the loop may end
+            except (ConnectionError, OSError):
+                pass
+            self._handlers.discard(task)
 
     async def _huge(self, writer: asyncio.StreamWriter, declared: bool) -> None:
         length = f"Content-Length: {HUGE}\r\n" if declared else ""
         writer.write(f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{length}Connection: close\r\n\r\n".encode())
         chunk = b'{"padding": "' + b"x" * (64 * 1024)
-        sent = 0
+        self.huge_sent = 0
         try:
-            while sent < HUGE:
+            while self.huge_sent < HUGE:
                 writer.write(chunk)
                 await writer.drain()
-                sent += len(chunk)
+                self.huge_sent += len(chunk)
         except (ConnectionError, RuntimeError):
             pass
 
@@ -297,7 +319,7 @@ class FakeYouTube:
 
     def _continuation(self, v: Video, actions: list[dict]) -> dict:
         lcc: dict[str, Any] = {"actions": actions} if actions else {}
-        if v.live:
+        if v.live and not v.chat_closed:
             lcc["continuations"] = [{"invalidationContinuationData": {
                 "invalidationId": {"objectSource": 1056, "objectId": "Y2hhdH4", "topic": f"chat~{v.video_id}~1",
                                    "subscribeToGcmTopics": True, "protoCreationTimestampMs": str(int(time.time() * 1000))},
@@ -310,8 +332,12 @@ class FakeYouTube:
         v, _mode = self._video_for_reload(req.query.get("continuation", ""))
         if v is None:
             return "<html><body>Sorry, live chat is currently unavailable</body></html>"
-        lcc = self._continuation(v, list(v.history))
-        v.last = list(v.history)
+        # like YouTube, the frame shows the recent chat: what was said before, and what was posted
+        # while no client was polling
+        recent = (v.history + v.delivered + v.pending)[-100:]
+        v.delivered += v.pending
+        v.pending = []
+        lcc = self._continuation(v, recent)
         lcc.update({"actionPanel": {"liveChatMessageInputRenderer": {}}, "trackingParams": "CAEQl98BIhMI",
                     "emojis": [], "viewerName": ""})  # fmt: skip
         data = {"responseContext": {"mainAppWebResponseContext": {"loggedOut": True}},
@@ -342,7 +368,8 @@ class FakeYouTube:
         else:
             actions, v.pending = v.pending, []
             lcc = self._continuation(v, actions)
-            v.last = actions
+            v.delivered += actions
+            v.last = actions or v.last
         return 200, {"responseContext": {"serviceTrackingParams": [], "mainAppWebResponseContext": {"loggedOut": True}},
                      "continuationContents": {"liveChatContinuation": lcc}}  # fmt: skip
 

@@ -37,6 +37,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import emoji
+
 from ishowttsd.messages import Deletion, Kind, Message, User, as_int, as_str
 
 from .money import parse_amount
@@ -237,9 +239,9 @@ def runs(container: Any) -> Text:
 
 
 def _emoji(e: dict[str, Any]) -> tuple[str, bool]:
-    """A standard emoji is its Unicode text; a custom one (a channel's picture) its shortcut."""
+    """A standard emoji (Unicode says so) is its text; a custom one (a channel's picture) its shortcut."""
     eid = as_str(e.get("emojiId"))
-    standard = e.get("isCustomEmoji") is not True and 0 < len(eid) <= 16 and not re.search(r"[A-Za-z0-9/]", eid)
+    standard = e.get("isCustomEmoji") is not True and len(eid) <= 16 and emoji.is_emoji(eid)
     if standard:
         return clean_text(eid), False
     shortcuts = e.get("shortcuts")

@@ -34,6 +34,8 @@ from .target import Target
 _CUSTOM_EMOJI = re.compile(r":_[^:\s]{1,40}:")
 _TOKEN = re.compile(r"[A-Za-z0-9_\-=.]{1,4096}")
 ENDED_REASONS = {"liveChatEnded", "liveChatNotFound", "liveChatDisabled"}
+MEMBERSHIP_EVENTS = ("newSponsorEvent", "memberMilestoneChatEvent", "membershipGiftingEvent",
+                     "giftMembershipReceivedEvent")
 
 
 class DataApi:
@@ -216,7 +218,7 @@ def api_item(item: Any, room: str, opts: Options, batch: Batch) -> Event | None:
             text = _api_text(d.get("userComment"))
         else:
             extra["sticker"] = clean_text(as_str(dig(d, "superStickerMetadata", "altText")))[:100]
-    elif kind in ("newSponsorEvent", "memberMilestoneChatEvent", "membershipGiftingEvent", "giftMembershipReceivedEvent"):
+    elif kind in MEMBERSHIP_EVENTS:
         msg_kind = Kind.SUB
         text, level = _membership_text(kind, sn, extra)
         if kind == "giftMembershipReceivedEvent":

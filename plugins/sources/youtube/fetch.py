@@ -53,7 +53,8 @@ class Answer:
 class Fetch:
     """GET and POST with a size limit and YouTube's rate-limit answers turned into waits."""
 
-    def __init__(self, http: httpx.AsyncClient, max_bytes: int, rate_limit_delay: float, counters: Counter[str]) -> None:
+    def __init__(self, http: httpx.AsyncClient, max_bytes: int, rate_limit_delay: float,
+                 counters: Counter[str]) -> None:  # fmt: skip
         self.http = http
         self.max_bytes = max_bytes
         self.rate_limit_delay = rate_limit_delay

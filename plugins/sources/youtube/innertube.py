@@ -68,7 +68,8 @@ class InnerTube:
             raise self._refused(f"the page of {target.label}", a)
         if (a.url.host or "").startswith("consent."):
             raise SessionEnded("YouTube showed its cookie-consent page instead of the watch page; this network "
-                               "needs consent that the SOCS cookie did not give", least=self.s.not_live_interval)  # fmt: skip
+                               "needs a consent that the SOCS cookie did not give",
+                               least=self.s.not_live_interval)  # fmt: skip
         try:
             page = watch_page(a.text(), self.s.hl)
         except PageChanged as e:
@@ -81,7 +82,8 @@ class InnerTube:
         elif page.upcoming:
             b.why = f"the stream {page.video_id} has not started yet"
         elif not page.live:
-            b.why = f"{target.label} is not live" + ("" if target.follows_channel else " (its broadcast is over or not started)")
+            over = "" if target.follows_channel else " (its broadcast is over or not started)"
+            b.why = f"{target.label} is not live{over}"
         elif not page.chats:
             b.why = f"the stream {page.video_id} is live but has no live chat (the streamer turned it off)"
         elif page.client is None:

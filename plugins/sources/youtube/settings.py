@@ -49,14 +49,16 @@ class YouTubeSettings(SourceSettings):
     min_poll_interval: float = Field(default=1.0, gt=0, description="never poll faster, whatever the server asks")
     max_poll_interval: float = Field(default=10.0, gt=0, description="never wait longer between polls")
     http_timeout: float = Field(default=15.0, gt=0)
-    rate_limit_delay: float = Field(default=60.0, ge=0, description="least wait after HTTP 429 (Retry-After wins when longer)")
+    rate_limit_delay: float = Field(default=60.0, ge=0,
+                                    description="least wait after HTTP 429 (Retry-After wins when longer)")  # fmt: skip
     quota_delay: float = Field(default=3600.0, ge=0, description="least wait after the Data API's quotaExceeded")
     # limits on what YouTube may send
     max_response_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024, le=256 * 1024 * 1024)
     max_amount: float = Field(default=1e9, gt=0, description="a paid amount above this is not believed")
     loop_limit: int = Field(default=5, ge=1, description="polls in a row that loop before the chat is reopened")
     read_gift_redemptions: bool = Field(
-        default=False, description="also speak each viewer who received a gifted membership (the purchase is spoken once)"
+        default=False,
+        description="also speak each viewer who received a gifted membership (the purchase is spoken once)",
     )
     reconnect: ReconnectSettings = Field(default_factory=ReconnectSettings)
 

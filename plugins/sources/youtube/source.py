@@ -118,6 +118,7 @@ class YouTubeSource(Source):
                                    f"({self.s.loop_limit} times): the chat may be off, or YouTube changed its pages",
                                    least=self.s.not_live_interval)  # fmt: skip
             self.counters["chats_ended"] += 1
+            self.broadcast = None
             why = batch.ended if batch is not None else "the chat ended at once"
             self.log.info("the chat of %s ended: %s", b.video_id, why)
             await self._wait_not_live(f"{why}; looking for {self.target.label}'s stream again")
