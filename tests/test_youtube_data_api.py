@@ -80,27 +80,14 @@ async def test_data_api_route_end_to_end(tmp_path, monkeypatch):
 
 @pytest.mark.anyio
 async def test_a_refused_key_is_explained(tmp_path):
-    from ishowttsd.builtin_plugins.sources.youtube import YouTubeSource
-    from ishowttsd.config import Config
-    from ishowttsd.events import EventBus
-    from ishowttsd.source import SourceContext
-
     yt = FakeYouTube()
     await yt.start()
     yt.start_stream("apiVideo002")
     (tmp_path / "key").write_text("not-the-key\n")
-    ctx = SourceContext(lambda s, m: None, lambda s, d: None, EventBus(), Config(), tmp_path)
-    settings = YouTubeSource.Settings(type="youtube", channel="apiVideo002", base_url=yt.base, api_base=yt.api_base,
-                                      api_key_file=str(tmp_path / "key"), reconnect={"base": 0.05, "cap": 0.05, "jitter": 0})  # fmt: skip
-    src = YouTubeSource(settings, ctx)
     try:
-        with anyio.fail_after(30):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(src.run)
-                while not src.last_error:
-                    await anyio.sleep(0.05)
-                tg.cancel_scope.cancel()
-        await src.close()
+        src = await yf.run_source(tmp_path, lambda s: s.last_error, channel="apiVideo002", base_url=yt.base,
+                                  api_base=yt.api_base, api_key_file=str(tmp_path / "key"),
+                                  reconnect={"base": 0.05, "cap": 0.05, "jitter": 0})  # fmt: skip
     finally:
         await yt.stop()
     assert "the Data API refused videos.list (HTTP 400, badRequest" in src.last_error

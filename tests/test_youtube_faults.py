@@ -15,10 +15,6 @@ from fakes.bilibili_twitch_daemon import RunningDaemon
 from fakes.twitch import FakeTwitch
 from fakes.youtube import FakeYouTube
 
-from ishowttsd.config import Config
-from ishowttsd.events import EventBus
-from ishowttsd.source import SourceContext
-
 FAST = {"base": 0.1, "factor": 2.0, "step": 0.0, "cap": 0.3, "jitter": 0.05, "healthy_after": 0.3}
 
 
@@ -134,25 +130,12 @@ async def test_loops_changed_pages_and_drops_lose_nothing_and_repeat_nothing(tmp
 
 @pytest.mark.anyio
 async def test_a_live_stream_whose_chat_keeps_closing_is_an_error_not_a_storm(tmp_path):
-    from ishowttsd.builtin_plugins.sources.youtube import YouTubeSource
-
     yt = FakeYouTube()
     await yt.start()
-    v = yt.start_stream("closedChat1")
-    v.chat_closed = True
-    events = EventBus()
-    ctx = SourceContext(lambda s, m: None, lambda s, d: None, events, Config(), tmp_path)
-    src = YouTubeSource(YouTubeSource.Settings(type="youtube", channel=yt.handle, base_url=yt.base, loop_limit=2,
-                                               not_live_interval=0.1, reconnect={"base": 0.2, "cap": 0.2, "jitter": 0}),
-                        ctx)  # fmt: skip
+    yt.start_stream("closedChat1").chat_closed = True
     try:
-        with anyio.fail_after(30):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(src.run)
-                while src.counters["errors"] < 2:
-                    await anyio.sleep(0.05)
-                tg.cancel_scope.cancel()
-        await src.close()
+        src = await yf.run_source(tmp_path, lambda s: s.counters["errors"] >= 2, channel=yt.handle, base_url=yt.base,
+                                  loop_limit=2, not_live_interval=0.1, reconnect={"base": 0.2, "cap": 0.2, "jitter": 0})  # fmt: skip
     finally:
         await yt.stop()
     assert "its chat ends as soon as it is opened" in src.last_error

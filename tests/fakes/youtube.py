@@ -415,6 +415,28 @@ class FakeYouTube:
                      "nextPageToken": v.api_issued, "items": items}  # fmt: skip
 
 
+async def run_source(tmp_path: Any, until: Any, timeout: float = 30.0, **settings: Any) -> Any:
+    """Run a YouTube source in this event loop (no daemon) until `until(source)` holds; returns
+    the source, closed. `settings` are its table's keys."""
+    import anyio
+
+    from ishowttsd.builtin_plugins.sources.youtube import YouTubeSource
+    from ishowttsd.config import Config
+    from ishowttsd.events import EventBus
+    from ishowttsd.source import SourceContext
+
+    ctx = SourceContext(lambda s, m: None, lambda s, d: None, EventBus(), Config(), tmp_path)
+    src = YouTubeSource(YouTubeSource.Settings(type="youtube", **settings), ctx)
+    with anyio.fail_after(timeout):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(src.run)
+            while not until(src):
+                await anyio.sleep(0.05)
+            tg.cancel_scope.cancel()
+    await src.close()
+    return src
+
+
 def _json(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False).encode()
 

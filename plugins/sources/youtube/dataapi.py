@@ -57,15 +57,7 @@ class DataApi:
         a = await self.fetch.request("GET", f"{self.s.api_base}{path}", what, params=params, headers=self._headers)
         if a.status >= 400:
             return self._error(a, what)
-        try:
-            body = a.json()
-        except ValueError as e:
-            self.fetch.counters["malformed_answers"] += 1
-            raise SessionEnded(f"{what} answered something that is not JSON ({str(e)[:80]})") from None
-        if not isinstance(body, dict):
-            self.fetch.counters["malformed_answers"] += 1
-            raise SessionEnded(f"{what} answered a JSON {type(body).__name__}, not an object")
-        return body
+        return self.fetch.json_object(a, what)
 
     def _error(self, a: Answer, what: str) -> dict[str, Any]:
         """A Data API error: a chat that ended reads as an ended batch ({"ended": why}); the rest

@@ -81,6 +81,18 @@ class Fetch:
                     raise self._too_large(what, len(body))
             return Answer(r.status_code, bytes(body), r.url, r.headers)
 
+    def json_object(self, a: Answer, what: str) -> dict[str, Any]:
+        """The answer as a JSON object; anything else is counted (``malformed_answers``) and ends the session."""
+        try:
+            body = a.json()
+        except ValueError as e:
+            self.counters["malformed_answers"] += 1
+            raise SessionEnded(f"{what} answered something that is not JSON ({str(e)[:80]})") from None
+        if not isinstance(body, dict):
+            self.counters["malformed_answers"] += 1
+            raise SessionEnded(f"{what} answered a JSON {type(body).__name__}, not an object")
+        return body
+
     def _too_large(self, what: str, size: int) -> TooLarge:
         self.counters["oversize"] += 1
         return TooLarge(f"{what} answered more than max_response_bytes ({self.max_bytes} bytes; got {size} and "

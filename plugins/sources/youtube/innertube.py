@@ -125,14 +125,7 @@ class InnerTube:
             raise SessionEnded(f"get_live_chat refused the continuation (HTTP {a.status}); reopening the chat")
         if a.status >= 400:
             raise self._refused("get_live_chat", a)
-        try:
-            body = a.json()
-        except ValueError as e:
-            self.fetch.counters["malformed_answers"] += 1
-            raise SessionEnded(f"get_live_chat answered something that is not JSON ({str(e)[:80]})") from None
-        if not isinstance(body, dict):
-            self.fetch.counters["malformed_answers"] += 1
-            raise SessionEnded(f"get_live_chat answered a JSON {type(body).__name__}, not an object")
+        body = self.fetch.json_object(a, "get_live_chat")
         if dig(body, "responseContext", "errors"):
             raise SessionEnded("get_live_chat answered with errors (the video may be private or deleted)",
                                least=self.s.not_live_interval)  # fmt: skip
