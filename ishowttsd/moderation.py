@@ -64,7 +64,7 @@ DEFAULT_TEMPLATES: dict[str, str] = {
     "twitch.gift": "{user} gifted {num} {gift}",
     # YouTube's membership lines are YouTube's own words ("Member for 8 months: ..."), in the source's `hl`
     "youtube.danmaku": "{user} says: {text}",
-    "youtube.superchat": "{user} sent {amount} {currency}. {text}",
+    "youtube.superchat": "{user} sent a {amount} {currency} Super Chat. {text}",
     "youtube.sub": "{user}: {text}",
 }
 

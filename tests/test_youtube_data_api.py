@@ -36,7 +36,7 @@ async def test_data_api_route_end_to_end(tmp_path, monkeypatch):
             a = await d.wait_spoken("hello via the api")
             assert a["said"] == "alice says: hello via the api" and a["priority"] == "moderator"
             sc = await d.wait_spoken("api money")
-            assert sc["said"] == "bob sent 5 USD. api money" and sc["priority"] == "paid"
+            assert sc["said"] == "bob sent a 5 USD Super Chat. api money" and sc["priority"] == "paid"
             new = await d.wait_spoken("dan: Welcome to Gold!")
             assert new["priority"] == "membership"
 

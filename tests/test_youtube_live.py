@@ -72,14 +72,21 @@ async def test_web_route_end_to_end(tmp_path):
             assert a["said"] == "alice says: hello from youtube" and a["user_id"] == "UCalice"
             assert a["priority"] == "moderator" and a["platform"] == "youtube" and a["message_id"] == "m1"
             sc = await d.wait_spoken("take my money")
-            assert sc["said"] == "bob sent 5 USD. take my money" and sc["kind"] == "superchat" and sc["priority"] == "paid"
-            sticker = await d.wait_spoken("carol sent 500 JPY")
+            assert sc["said"] == "bob sent a 5 USD Super Chat. take my money" and sc["kind"] == "superchat" and sc["priority"] == "paid"
+            sticker = await d.wait_spoken("carol sent a 500 JPY Super Chat.")
             assert sticker["priority"] == "paid"
             new = await d.wait_spoken("Welcome to Gold Tier!")
             assert new["said"] == "dan: Welcome to Gold Tier!" and new["kind"] == "sub" and new["priority"] == "membership"
             await d.wait_spoken("eve: Member for 8 months: still here")
             gift = await d.wait_spoken("frank: Gifted 5")
             assert gift["priority"] == "membership"
+            # a Super Chat amount no one can pay, and a currency we do not know: still paid, said plainly
+            fake.push(yf.paid_message("p8", "@rich", "UCrich", "$" + "9" * 40, "big spender"),
+                      yf.paid_message("p9", "@odd", "UCodd", "₿ 3", "odd money"))  # fmt: skip
+            rich = await d.wait_spoken("big spender")
+            assert rich["said"] == "rich sent a Super Chat. big spender" and rich["priority"] == "paid"
+            odd = await d.wait_spoken("odd money")
+            assert odd["said"] == "odd sent a 3 ₿ Super Chat. odd money" and odd["priority"] == "paid"
 
             # a moderator deletes one message and bans an author while their speech is queued
             await d.call("pause")
@@ -113,6 +120,7 @@ async def test_web_route_end_to_end(tmp_path):
             c = s["counters"]
             assert c["ticker"] >= 1 and c["gift_redemptions"] == 1 and c["history_skipped"] == 1 and c["deletions"] == 2
             assert c.get("reconnects", 0) == 0 and fake.context_errors == []
+            assert c["implausible"] == 1 and c["unknown_currency"] == 1 and s["unknown_currencies"] == ["₿"]
             health = await d.call("health")
             assert next(x for x in health["checks"] if x["check"] == "source:yt")["level"] == "ok"
     finally:

@@ -322,11 +322,11 @@ def _paid(r: dict[str, Any], room: str, opts: Options, batch: Batch, sticker: bo
     if sticker:
         extra["sticker"] = clean_text(as_str(dig(r, "sticker", "accessibility", "accessibilityData", "label")))[:100]
         msg = _message(Kind.SUPERCHAT, r, room, Text(), user, extra, amount=amount.value,
-                       currency=amount.currency or None)  # fmt: skip
+                       currency=amount.spoken_currency)  # fmt: skip
         msg.picture_only = True  # a sticker is a picture: there are no words to say
         return msg
     return _message(Kind.SUPERCHAT, r, room, runs(r.get("message")), user, extra, amount=amount.value,
-                    currency=amount.currency or None)  # fmt: skip
+                    currency=amount.spoken_currency)  # fmt: skip
 
 
 def _membership(r: dict[str, Any], room: str, _opts: Options, _batch: Batch) -> Message:

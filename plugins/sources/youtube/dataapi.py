@@ -204,7 +204,7 @@ def api_item(item: Any, room: str, opts: Options, batch: Batch) -> Event | None:
                          clean_text(as_str(d.get("amountDisplayString")))[:64], opts.max_amount)  # fmt: skip
         if amount.problem:
             batch.counts[amount.problem] += 1
-        fields = {"amount": amount.value, "currency": amount.currency or None}
+        fields = {"amount": amount.value, "currency": amount.spoken_currency}
         extra.update(amount_text=amount.text, currency_known=amount.known)
         if kind == "superChatEvent":
             text = _api_text(d.get("userComment"))

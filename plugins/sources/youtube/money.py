@@ -37,6 +37,12 @@ class Amount:
     text: str  # the amount as YouTube wrote it, for `extra`
     problem: str = ""  # "", "no_number", "implausible", "unknown_currency"
 
+    @property
+    def spoken_currency(self) -> str | None:
+        """The currency a Message carries: none without a believable amount, so that a template
+        never says a currency alone ("sent a Super Chat", not "sent USD")."""
+        return self.currency if self.value is not None and self.currency else None
+
 
 def parse_amount(text: object, max_value: float = 1e9) -> Amount:
     """Parse a purchase amount text; see the module docstring. Never raises."""

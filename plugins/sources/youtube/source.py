@@ -92,7 +92,8 @@ class YouTubeSource(Source):
     async def run(self) -> None:
         self._http = httpx.AsyncClient(
             timeout=self.s.http_timeout, follow_redirects=True, cookies={"SOCS": "CAI"},  # SOCS: skip the consent page
-            headers={"User-Agent": self.s.user_agent, "Accept-Language": f"{self.s.hl},en;q=0.8"},
+            headers={"User-Agent": self.s.user_agent,
+                     "Accept-Language": self.s.hl if self.s.hl == "en" else f"{self.s.hl},en;q=0.8"},
         )  # fmt: skip
         fetch = Fetch(self._http, self.s.max_response_bytes, self.s.rate_limit_delay, self.counters)
         web = InnerTube(fetch, self.s, self.opts)
