@@ -277,7 +277,7 @@ def test_data_api_items():
     assert (b.token, b.timeout_ms, b.ended) == ("GPQ1", 2500, "")
     text, sc, sub, dele, ban, rich = b.events
     assert text.kind == Kind.DANMAKU and text.emotes == [(6, 13)] and text.user.moderator and text.user.membership == "Member"
-    assert text.user.name == "alice" and text.id == "a1"
+    assert text.user.name == "alice" and text.id == "a1" and text.extra["sent_usec"] == 1735725600000000
     assert sc.kind == Kind.SUPERCHAT and (sc.amount, sc.currency, sc.text) == (5.0, "USD", "for you")
     assert sub.kind == Kind.SUB and sub.text == "Welcome to Gold!" and sub.user.membership == "Gold"
     assert dele.message_ids == ["a1"] and (ban.user_id, ban.reason) == ("UCbob", "timeout")
@@ -301,7 +301,8 @@ KEYS = ["addChatItemAction", "item", "liveChatTextMessageRenderer", "liveChatPai
         "invalidationContinuationData", "timedContinuationData", "continuation", "timeoutMs", "sticker",
         "snippet", "type", "authorDetails", "superChatDetails", "amountMicros", "currency", "nextPageToken",
         "items", "userBannedDetails", "bannedUserDetails", "channelId", "messageDeletedDetails", "deletedMessageId",
-        "textMessageDetails", "messageText", "displayName", "isChatModerator", "offlineAt", "pollingIntervalMillis"]  # fmt: skip
+        "textMessageDetails", "messageText", "displayName", "isChatModerator", "offlineAt", "pollingIntervalMillis",
+        "publishedAt"]  # fmt: skip
 TYPES = ["textMessageEvent", "superChatEvent", "superStickerEvent", "newSponsorEvent", "memberMilestoneChatEvent",
          "membershipGiftingEvent", "giftMembershipReceivedEvent", "messageDeletedEvent", "userBannedEvent", "chatEndedEvent",
          "OWNER", "MODERATOR", "$5.00", "¥1,000"]  # fmt: skip

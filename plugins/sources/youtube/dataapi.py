@@ -17,6 +17,7 @@ Pure parsing: fuzzed by the tests.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
 
 from ishowttsd.messages import Deletion, Kind, Message, User, as_int, as_str
@@ -189,6 +190,9 @@ def api_item(item: Any, room: str, opts: Options, batch: Batch) -> Event | None:
                 moderator=ad.get("isChatModerator") is True, broadcaster=ad.get("isChatOwner") is True,
                 membership="Member" if ad.get("isChatSponsor") is True else "")  # fmt: skip
     extra: dict[str, Any] = {"handle": name} if name.startswith("@") else {}
+    sent = _usec(sn.get("publishedAt"))
+    if sent:
+        extra["sent_usec"] = sent
     if ad.get("isVerified") is True:
         extra["verified"] = True
     fields: dict[str, Any] = {}
@@ -228,6 +232,14 @@ def api_item(item: Any, room: str, opts: Options, batch: Batch) -> Event | None:
     return Message(platform=PLATFORM, kind=msg_kind, text=text.text, user=user, id=msg_id[:200], room=room,
                    emotes=text.emotes, picture_only=text.picture_only or kind == "superStickerEvent", extra=extra,
                    **fields)  # fmt: skip
+
+
+def _usec(published: Any) -> int:
+    """An RFC 3339 time ("2025-01-01T10:00:00.123Z") in microseconds since the epoch; 0 if unreadable."""
+    try:
+        return int(datetime.fromisoformat(as_str(published).replace("Z", "+00:00")).timestamp() * 1_000_000)
+    except (ValueError, OverflowError, OSError):
+        return 0
 
 
 def _membership_text(kind: str, sn: dict[str, Any], extra: dict[str, Any]) -> tuple[Text, str]:

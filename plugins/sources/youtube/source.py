@@ -167,7 +167,7 @@ class YouTubeSource(Source):
             fresh = self._deliver(batch)
             cycled = batch.token is not None and batch.token != token and batch.token in used
             replayed = batch.token == token and fresh == 0 and any(not isinstance(e, Deletion) for e in batch.events)
-            loops = loops + 1 if (cycled or replayed) else 0
+            loops = loops + 1 if fresh == 0 and (cycled or replayed) else 0
             if loops >= self.s.loop_limit:
                 self.counters["continuation_loops"] += 1
                 raise SessionEnded(f"the chat continuation of {b.video_id} loops (YouTube hands back tokens and "
