@@ -64,6 +64,10 @@ DEFAULT_TEMPLATES: dict[str, str] = {
     "system": "{text}",
     "twitch.danmaku": "{user} says: {text}",
     "twitch.gift": "{user} gifted {num} {gift}",
+    # YouTube's membership lines are YouTube's own words ("Member for 8 months: ..."), in the source's `hl`
+    "youtube.danmaku": "{user} says: {text}",
+    "youtube.superchat": "{user} sent a {amount} {currency} Super Chat. {text}",
+    "youtube.sub": "{user}: {text}",
 }
 
 # when the username is not read (read_username = false for the kind, or flood mode)
@@ -78,6 +82,8 @@ DEFAULT_ANONYMOUS_TEMPLATES: dict[str, str] = {
     "raid": "A raid with {viewers} viewers!",
     "system": "{text}",
     "twitch.gift": "{num} {gift} gifted",
+    "youtube.superchat": "A {amount} {currency} Super Chat. {text}",
+    "youtube.sub": "{text}",
 }
 
 TEMPLATE_FIELDS = frozenset(

@@ -45,6 +45,7 @@ DEFAULT_PLUGINS = (
     f"{BUILTIN_PACKAGE}.sources.bilibili",
     f"{BUILTIN_PACKAGE}.sources.replay",
     f"{BUILTIN_PACKAGE}.sources.twitch",
+    f"{BUILTIN_PACKAGE}.sources.youtube",
     f"{BUILTIN_PACKAGE}.sinks.alsa",
     f"{BUILTIN_PACKAGE}.sinks.file",
     f"{BUILTIN_PACKAGE}.sinks.obs",

@@ -57,7 +57,7 @@ def test_missing_file_says_how_to_start(tmp_path):
 
 
 def test_unknown_source_type_lists_known_types(tmp_path):
-    cfg = load_config(write(tmp_path, '[[sources]]\ntype = "youtube"\n'))
+    cfg = load_config(write(tmp_path, '[[sources]]\ntype = "kick"\n'))
     with pytest.raises(ConfigError) as e:
         Daemon(cfg, tmp_path / "s.sock").build()
     assert "sources[0].type" in str(e.value) and "replay" in str(e.value)
