@@ -9,6 +9,8 @@ from ishowttsd.hookspecs import hookimpl
 def ishowtts_register_engines(register):
     from ishowttsd.engines.espeak import EspeakEngine
     from ishowttsd.engines.f5 import F5Engine  # light: torch and f5-tts load in F5Engine.load()
+    from ishowttsd.engines.triton import TritonEngine  # light: tritonclient loads in TritonEngine.load()
 
     register(EspeakEngine)
     register(F5Engine)
+    register(TritonEngine)
