@@ -407,7 +407,7 @@ def render(result: dict[str, Any]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m ishowttsd.bench", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--engine", default="f5", choices=["f5"], help="engine to measure (f5)")
+    ap.add_argument("--engine", default="f5", choices=["f5", "triton"], help="engine to measure (triton: see bench_triton.py)")
     ap.add_argument("--config", help="TOML config whose [engine.f5] table names the checkpoint (else random full-size weights)")
     ap.add_argument("--compare-upstream", action="store_true", help="also run upstream f5_tts.api.F5TTS.infer()")
     ap.add_argument("--out", help="write the JSON result here")
@@ -426,6 +426,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    pick = argparse.ArgumentParser(add_help=False)
+    pick.add_argument("--engine", default="f5")
+    if pick.parse_known_args(argv)[0].engine == "triton":  # its own options and module
+        from ishowttsd.bench_triton import main as triton
+
+        return triton(argv)
     args = build_parser().parse_args(argv)
     try:
         result = run(args)

@@ -4,6 +4,7 @@ tiny random-weight F5 model; voices sent once; dynamic batching; each fault's er
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import subprocess
@@ -302,3 +303,20 @@ def test_settings_errors(tmp_path, monkeypatch):
         engine("127.0.0.1:1", tmp_path, token_file=str(tmp_path / "missing")).load(lambda s, f: None)
     with pytest.raises(EngineError, match="root_certificates .* does not exist"):
         engine("127.0.0.1:1", tmp_path, tls=True, root_certificates=str(tmp_path / "ca.pem")).load(lambda s, f: None)
+
+
+def test_bench_runs_against_the_server(server, tiny, tmp_path, capsys):
+    """The benchmark script (not a timed test): local engine vs the same tiny weights on the server."""
+    from ishowttsd.bench import main
+
+    cfg = tmp_path / "bench.toml"
+    cfg.write_text(f5_tiny.engine_table(tiny))
+    out = tmp_path / "bench.json"
+    args = ["--engine", "triton", "--url", server.url, "--config", str(cfg), "--concurrency", "1,2", "--utterances", "2"]
+    assert main([*args, "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [r["same_audio"] for r in result["overhead"]] == [True, True]  # the same weights on both sides
+    assert [lv["streams"] for lv in result["concurrency"]] == [1, 2]
+    s = result["summary"]
+    assert s["remote_overhead"] is not None and s["cpu_flags"] is not None and s["server_model"] == "f5_tts_stream"
+    assert "remote overhead" in capsys.readouterr().out

@@ -17,8 +17,9 @@ its clients work unchanged:
   reference preparation) and kept under its `voice_id`, or under a hash of its content when a
   client (upstream's) sends no id: a reference sent with every request is not prepared again.
 - `waveform` FP32 [-1]: 24 kHz audio. A decoupled model (`model_transaction_policy {
-  decoupled: true }`) streams it: the first sentence chunk of every request in the batch is
-  synthesized in one pass and sent at once, then the rest of them in a second pass.
+  decoupled: true }`) streams it: the first sentence chunk of every request in the batch
+  first, batched as the engine batches utterances (all together on a GPU, `queue_batch`) and
+  sent as each pass ends, then the rest of each request.
 
 The other model parameters are `[engine.f5]` settings (checkpoint, vocab, vocoder, model,
 arch, steps, device, dtype, max_batch, ...), each a string (JSON for numbers, booleans and
@@ -161,12 +162,11 @@ class TritonPythonModel:
                 parsed.append((i, text, voice))
             except RequestError as e:
                 errors[i] = str(e)
-        cancel = _Cancelled(requests)
         if self.decoupled:
-            audio_s = self._stream(requests, parsed, errors, cancel)
+            audio_s = self._stream(requests, parsed, errors)
             responses = None
         else:
-            responses, audio_s = self._whole(requests, parsed, errors, cancel)
+            responses, audio_s = self._whole(requests, parsed, errors, _Cancelled([requests[i] for i, _, _ in parsed]))
         self.log(f"batch of {len(requests)}: {len(parsed)} spoken, {len(errors)} refused, "
                  f"{audio_s:.2f} s of audio in {time.perf_counter() - t0:.2f} s")  # fmt: skip
         return responses
@@ -187,8 +187,8 @@ class TritonPythonModel:
                 responses.append(self.pb.InferenceResponse(error=self.pb.TritonError(errors.get(i, "cancelled"))))
         return responses, sum(len(w) for w in waves.values()) / SAMPLE_RATE
 
-    def _stream(self, requests, parsed, errors, cancel) -> float:
-        """First sentence chunks of every request in one pass, sent at once; the rest in a second."""
+    def _stream(self, requests, parsed, errors) -> float:
+        """The first sentence chunk of every request first, each sent as soon as it is done; then the rest."""
         final = self.pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL
         senders = [r.get_response_sender() for r in requests]
         finished: set[int] = set()
@@ -205,22 +205,28 @@ class TritonPythonModel:
         for i, message in errors.items():
             send(i, error=message)
         plans = [(i, self.engine.plan(t), v) for i, t, v in parsed]
+        tails: dict[int, np.ndarray] = {}
+        rest: list[tuple[int, str, Voice]] = []
         audio = 0
         try:
-            firsts = self.engine.synthesize_batch([p[0] for _, p, _ in plans], [v for _, _, v in plans], cancel) if plans else []
-            tails: dict[int, np.ndarray] = {}
-            rest = []
-            for (i, p, v), w in zip(plans, firsts):
-                audio += len(w)
-                if len(p) > 1 and self.xf and len(w) > self.xf:  # hold back the crossfade's part
-                    w, tails[i] = w[: -self.xf], w[-self.xf :]
-                send(i, w, last=len(p) == 1)
-                if len(p) > 1:
-                    rest.append((i, " ".join(p[1:]), v))
-            waves = self.engine.synthesize_batch([t for _, t, _ in rest], [v for _, _, v in rest], cancel) if rest else []
-            for (i, _, _), w in zip(rest, waves):
-                audio += len(w)
-                send(i, crossfade(tails[i], w, self.xf) if i in tails else w)
+            # first chunks in groups the engine synthesizes together (all of them on a GPU, one
+            # at a time on a CPU), each group sent as soon as it is done
+            for group in self._groups(plans):
+                waves = self.engine.synthesize_batch([p[0] for _, p, _ in group], [v for _, _, v in group],
+                                                     _Cancelled([requests[i] for i, _, _ in group]))  # fmt: skip
+                for (i, p, v), w in zip(group, waves):
+                    audio += len(w)
+                    if len(p) > 1 and self.xf and len(w) > self.xf:  # hold back the crossfade's part
+                        w, tails[i] = w[: -self.xf], w[-self.xf :]
+                    send(i, w, last=len(p) == 1)
+                    if len(p) > 1:
+                        rest.append((i, " ".join(p[1:]), v))
+            for group in self._groups(rest):
+                waves = self.engine.synthesize_batch([t for _, t, _ in group], [v for _, _, v in group],
+                                                     _Cancelled([requests[i] for i, _, _ in group]))  # fmt: skip
+                for (i, _, _), w in zip(group, waves):
+                    audio += len(w)
+                    send(i, crossfade(tails[i], w, self.xf) if i in tails else w)
         except Exception as e:  # the batch failed as a whole (memory, a bug): every member says why
             for i, _, _ in plans:
                 if i not in finished:
@@ -232,6 +238,11 @@ class TritonPythonModel:
                 except Exception:  # the client is gone
                     pass
         return audio / SAMPLE_RATE
+
+    def _groups(self, items: list) -> list[list]:
+        """`items` in groups of as many utterances as the engine synthesizes in one pass."""
+        n = max(1, self.engine.max_batch)
+        return [items[k : k + n] for k in range(0, len(items), n)]
 
     def _tensor(self, wave: np.ndarray):
         return self.pb.Tensor("waveform", np.ascontiguousarray(wave, dtype=np.float32)[None])
@@ -278,13 +289,15 @@ def _digest(wav: np.ndarray, text: str, rate: int) -> str:
 
 
 class _Cancelled:
-    """The batch's cancel flag: set once every request in it was cancelled by its client."""
+    """A pass's cancel flag: set once every request in it was cancelled by its client. Only
+    requests still open may be asked: asking one whose final response went out crashes the
+    server (tritonserver 2.51)."""
 
     def __init__(self, requests: list) -> None:
         self._requests = requests
 
     def is_set(self) -> bool:
         try:
-            return all(r.is_cancelled() for r in self._requests)
+            return bool(self._requests) and all(r.is_cancelled() for r in self._requests)
         except AttributeError:  # a Python backend without request cancellation
             return False
