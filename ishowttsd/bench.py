@@ -443,12 +443,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench: {e}", file=sys.stderr)
             return 1
         raise
-    print(render(result))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-        print(f"\nwrote {args.out}")
+    emit(result, render, args.out)
     return 0
+
+
+def emit(result: dict[str, Any], render, out: str | None) -> None:
+    """Print a benchmark's table and write its JSON to `out`."""
+    print(render(result))
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        print(f"\nwrote {out}")
 
 
 if __name__ == "__main__":

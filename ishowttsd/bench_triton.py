@@ -34,7 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ishowttsd.bench import DANMAKU, DEFAULT_REF_TEXT, _default_reference, _median, _r, build_engine, save_random_checkpoint
+from ishowttsd.bench import (DANMAKU, DEFAULT_REF_TEXT, _default_reference, _median, _r, build_engine, emit,
+                             save_random_checkpoint)  # fmt: skip
 
 REPO = Path(__file__).resolve().parents[1]
 CONTRIB = REPO / "contrib" / "triton" / "model_repository"
@@ -325,11 +326,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench: {e}", file=sys.stderr)
             return 1
         raise
-    print(render(result))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-        print(f"\nwrote {args.out}")
+    emit(result, render, args.out)
     return 0
 
 

@@ -297,9 +297,9 @@ def test_tls_and_token(tls_server, tiny, tmp_path, monkeypatch, caplog):
 
 def test_settings_errors(tmp_path, monkeypatch):
     monkeypatch.delenv("NOPE", raising=False)
-    with pytest.raises(EngineError, match="token_env is unset or empty"):
+    with pytest.raises(EngineError, match="token: environment variable NOPE is not set"):
         engine("127.0.0.1:1", tmp_path, token_env="NOPE").load(lambda s, f: None)
-    with pytest.raises(EngineError, match="cannot read \\[engine.triton\\] token_file"):
+    with pytest.raises(EngineError, match=r"\[engine.triton\] token: cannot read .*missing"):
         engine("127.0.0.1:1", tmp_path, token_file=str(tmp_path / "missing")).load(lambda s, f: None)
     with pytest.raises(EngineError, match="root_certificates .* does not exist"):
         engine("127.0.0.1:1", tmp_path, tls=True, root_certificates=str(tmp_path / "ca.pem")).load(lambda s, f: None)

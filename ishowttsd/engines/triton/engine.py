@@ -14,7 +14,6 @@ tritonclient is imported in `load()`: the daemon starts without it unless this e
 from __future__ import annotations
 
 import hashlib
-import os
 import queue
 import statistics
 import threading
@@ -27,6 +26,7 @@ from typing import Any, Iterator, Literal
 import numpy as np
 from pydantic import Field
 
+from ishowttsd.config import ConfigError, read_secret
 from ishowttsd.engines.base import Engine, EngineError, EngineSettings, EngineUnavailable, Progress, Voice
 from ishowttsd.engines.triton import wire
 from ishowttsd.messages import AudioChunk
@@ -96,22 +96,10 @@ class TritonEngine(Engine):
         return Path(self.ctx.config.resolve(value)) if self.ctx.config is not None else Path(value)
 
     def _token(self) -> str | None:
-        s = self.settings
-        if s.token_file:
-            path = self._path(s.token_file)
-            try:
-                token = path.read_text(encoding="utf-8").strip()
-            except OSError as e:
-                raise EngineError(f"triton: cannot read [engine.triton] token_file {path}: {e.strerror}") from None
-            if not token:
-                raise EngineError(f"triton: [engine.triton] token_file {path} is empty")
-            return token
-        if s.token_env:
-            token = os.environ.get(s.token_env, "").strip()
-            if not token:
-                raise EngineError(f"triton: the environment variable {s.token_env} named by [engine.triton] token_env is unset or empty")
-            return token
-        return None
+        try:
+            return read_secret(self.settings.token_file, self.settings.token_env, "[engine.triton] token", self.ctx.config)
+        except ConfigError as e:
+            raise EngineError(f"triton: {e}") from None
 
     def _make_client(self):
         s = self.settings
