@@ -124,7 +124,7 @@ class TritonServer:
     def url(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 240.0) -> TritonServer:
+    def start(self, timeout: float = 600.0) -> TritonServer:
         py = require_server()
         cmd = [str(py), "-m", "ishowttsd.engines.triton.serve", f"--model-repository={self.repo}",
                "--grpc-address=127.0.0.1", f"--grpc-port={self.port}", "--allow-http=false", "--allow-metrics=false",
