@@ -166,6 +166,8 @@ class TritonServer:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
         if self.proc is None:
             return
+        # its stubs' shared memory, also when stopped before it was ready
+        self._shm |= set(re.findall(r"triton_python_backend_shm_region_[\w-]+", self._stub_cmdlines()))
         try:
             os.killpg(self.proc.pid, sig)
         except ProcessLookupError:
