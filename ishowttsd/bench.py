@@ -404,7 +404,8 @@ def _yes(flag: bool | None) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m ishowttsd.bench", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--engine", default="f5", choices=["f5", "indextts"], help="engine to measure (f5; indextts has its own options)")
+    ap.add_argument("--engine", default="f5", choices=["f5", "indextts", "triton"],
+                    help="engine to measure (indextts and triton have their own options: --engine X --help)")
     ap.add_argument("--config", help="TOML config whose [engine.f5] table names the checkpoint (else random full-size weights)")
     ap.add_argument("--compare-upstream", action="store_true", help="also run upstream f5_tts.api.F5TTS.infer()")
     ap.add_argument("--out", help="write the JSON result here")
@@ -424,10 +425,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if "--engine=indextts" in argv or any(a == "--engine" and b == "indextts" for a, b in zip(argv, argv[1:])):
-        from ishowttsd.engines.indextts import bench as indextts_bench  # its own options and table
+    pick = argparse.ArgumentParser(add_help=False)
+    pick.add_argument("--engine", default="f5")
+    engine = pick.parse_known_args(argv)[0].engine
+    if engine == "indextts":  # its own options and table
+        from ishowttsd.engines.indextts import bench as indextts_bench
 
         return indextts_bench.main(argv)
+    if engine == "triton":
+        from ishowttsd.bench_triton import main as triton
+
+        return triton(argv)
     args = build_parser().parse_args(argv)
     try:
         result = run(args)
@@ -438,12 +446,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench: {e}", file=sys.stderr)
             return 1
         raise
-    print(render(result))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-        print(f"\nwrote {args.out}")
+    emit(result, render, args.out)
     return 0
+
+
+def emit(result: dict[str, Any], render, out: str | None) -> None:
+    """Print a benchmark's table and write its JSON to `out`."""
+    print(render(result))
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        print(f"\nwrote {out}")
 
 
 if __name__ == "__main__":

@@ -182,6 +182,10 @@ _declare("engine.failed", "An engine could not load or has no usable voice.", lo
          engine="the engine", error="why, with the fix")
 _declare("engine.fallback", "The configured engine failed; the fallback engine speaks instead.", logging.WARNING,
          engine="the fallback engine", reason="why the default failed")
+_declare("engine.down", "An engine became unavailable (its server is down or misbehaves); the fallback speaks for it.",
+         logging.WARNING, engine="the engine", error="why, with the fix", fallback="the engine speaking instead, if any")
+_declare("engine.back", "An unavailable engine answered its probe again and speaks again.",
+         engine="the engine", down_s="seconds it was unavailable")
 _declare("voice.failed", "A configured voice could not be prepared.", logging.WARNING, voice="the voice id", error="why")
 _declare("voice.fallback", "The default voice is unusable; another voice speaks.", logging.WARNING,
          voice="the unusable voice", engine="the engine speaking", reason="why")

@@ -208,6 +208,7 @@ class HealthMonitor:
         perf = hw.last_performance
         checks: list[Check] = []
         checks.append(self._engine_check())
+        checks += [Check(**c) for c in self.engines.health_checks()] if self.engines else []  # down engines, servers
         checks += self.rtf_checks(telemetry, perf)
         checks.append(self._ttfa_check())
         checks.append(self._queue_check())

@@ -213,7 +213,8 @@ class _FakeHardware:
 def monitor(tmp_path, raw: dict | None = None, sources=(), sinks=()) -> HealthMonitor:
     cfg = parse_config(raw or {}, tmp_path / "c.toml")
     engine = types.SimpleNamespace(name="espeak", warm=True, settings=cfg.health)
-    engines = types.SimpleNamespace(active="espeak", fallback_reason=None, engines={"espeak": engine}, errors={})
+    engines = types.SimpleNamespace(active="espeak", fallback_reason=None, engines={"espeak": engine}, errors={},
+                                    health_checks=lambda: [])  # fmt: skip
     speaker = types.SimpleNamespace(ttfas=deque())
     queue = types.SimpleNamespace(stats=lambda: {"pending": 0, "max_pending": 50, "oldest_wait_s": 0.0})
     plugins = types.SimpleNamespace(broken=[])

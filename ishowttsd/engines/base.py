@@ -31,6 +31,12 @@ class EngineError(Exception):
     """An engine cannot do what was asked; the message says why and what to do."""
 
 
+class EngineUnavailable(EngineError):
+    """The engine cannot serve for now (its server is down or misbehaves, a device is gone),
+    though its config is fine. Raised by `load()` or during synthesis, it makes the engine host
+    speak with the fallback engine and ask `probe()` until the engine is back."""
+
+
 class EngineSettings(BaseModel):
     """The `[engine.<name>]` table; an engine's Settings subclass adds its keys."""
 
@@ -70,6 +76,8 @@ class Engine:
     # how many queued utterances `synthesize_batch` takes in one pass; at 1 the speaker streams
     # each utterance through `synthesize` and never calls `synthesize_batch`
     max_batch: int = 1
+    # seconds between `probe()` calls while the engine is unavailable (they grow on each failure)
+    retry_s: float = 5.0
 
     def __init__(self, settings: EngineSettings, ctx: EngineContext) -> None:
         self.settings = settings
@@ -105,6 +113,18 @@ class Engine:
         text, in order. Stop early (any result) once `cancel.is_set()`. Called only when
         `max_batch` > 1, with at most `max_batch` texts."""
         raise NotImplementedError
+
+    def probe(self) -> None:
+        """Raise EngineUnavailable while the engine still cannot serve. The host calls it from a
+        thread of its own while the engine is unavailable, possibly while another engine
+        synthesizes: it must be thread-safe and leave the model alone. The default knows
+        nothing and returns, so the host simply tries the engine again."""
+
+    def health_checks(self) -> list[dict[str, Any]]:
+        """The engine's own checks for `health` and `status`: dicts with `check`, `level` (ok,
+        warn or fail), `reason`, `fix` and optional `data`. Called on the event loop: report what
+        was last measured, never wait on the network."""
+        return []
 
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "loaded": self.loaded, "warm": self.warm, "sample_rate": self.sample_rate}

@@ -1,16 +1,23 @@
-"""Loads the configured engines (with the fallback), owns their one worker, maps voice ids."""
+"""Loads the configured engines (with the fallback), owns their one worker, maps voice ids, and
+fails over: an engine that is unavailable at start or becomes so while speaking (it raises
+`EngineUnavailable`) is replaced by the fallback until its `probe()` answers again."""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import anyio
+import anyio.lowlevel
+import numpy as np
 
+from ishowttsd.reconnect import Backoff
 from ishowttsd.config import Config, ConfigError, validate_table
-from ishowttsd.engines.base import Engine, EngineContext, EngineError, Voice
+from ishowttsd.engines.base import Engine, EngineContext, EngineError, EngineUnavailable, Voice
 from ishowttsd.events import EventBus
+from ishowttsd.messages import AudioChunk
 
 log = logging.getLogger("ishowttsd.engines")
 
@@ -29,6 +36,12 @@ class EngineHost:
         self.fallback_reason: str | None = None
         self._voices: dict[str, tuple[str, Voice]] = {}
         self.voice_errors: dict[str, str] = {}
+        # engines unavailable for now: {"since", "error", "probe_error"}; the fallback speaks for them
+        self.down: dict[str, dict[str, Any]] = {}
+        self._unloaded: dict[str, Engine] = {}  # unavailable at start: loaded once they answer
+        self._guards: dict[str, _Guarded] = {}
+        self._watching: set[str] = set()  # engines with a probe thread
+        self._token: anyio.lowlevel.EventLoopToken | None = None
         self._check_config()
 
     def _check_config(self) -> None:
@@ -57,14 +70,19 @@ class EngineHost:
         return cls(settings, EngineContext(config=self.cfg, state_dir=self.cfg.state_dir()))
 
     async def start(self) -> None:
-        """Load the default engine (or the fallback), warm it up, and prepare the voices."""
+        """Load the default engine (or the fallback), warm it up, and prepare the voices. The
+        fallback is loaded too, so that it can take over whenever another engine is unavailable."""
+        self._token = anyio.lowlevel.current_token()
         default = self.cfg.engine.default
+        fb = self.cfg.engine.fallback if self.cfg.engine.fallback != default else None
         wanted = [default]
         wanted += sorted({v.engine for v in self.cfg.voices if v.engine and v.engine not in wanted})
+        if fb:  # first, so that it is there for any engine that turns out unavailable
+            await self._load(fb)
         for name in wanted:
             await self._load(name)
-        for name, engine in self.engines.items():
-            for v in engine.voices():
+        for name in wanted:
+            for v in self.engines[name].voices() if name in self.engines else ():
                 self._voices.setdefault(v.id, (name, v))
         for vc in self.cfg.voices:
             await self.add_voice(vc)
@@ -78,9 +96,11 @@ class EngineHost:
         if default in self.engines and default not in self.errors:
             self.active = default
         else:
-            fb = self.cfg.engine.fallback
-            why = self.errors.get(default, "not loaded")
-            if fb and fb != default and await self._load(fb):
+            if default in self.down:
+                why = f"{self.down[default]['error']}; retrying"
+            else:
+                why = self.errors.get(default, "not loaded")
+            if fb and fb in self.engines:
                 for v in self.engines[fb].voices():
                     self._voices.setdefault(v.id, (fb, v))
                 self.active = fb
@@ -113,7 +133,9 @@ class EngineHost:
         except ConfigError as e:
             self.errors[name] = str(e)
             return False
+        return await self._load_engine(name, engine)
 
+    async def _load_engine(self, name: str, engine: Engine) -> bool:
         def progress(stage: str, fraction: float | None) -> None:
             fields: dict[str, Any] = {"engine": name, "stage": stage}
             if fraction is not None:
@@ -125,6 +147,10 @@ class EngineHost:
             await anyio.to_thread.run_sync(engine.load, progress, limiter=self.limiter)
             if self.cfg.engine.warmup:
                 await anyio.to_thread.run_sync(engine.warmup, progress, limiter=self.limiter)
+        except EngineUnavailable as e:  # its config is fine: the fallback speaks until it answers
+            self._unloaded[name] = engine
+            self._mark_down(name, str(e))
+            return False
         except Exception as e:  # any engine failure becomes a reported fallback, never a crash
             self.errors[name] = f"{type(e).__name__}: {e}" if not isinstance(e, EngineError) else str(e)
             self.events.publish("engine.failed", engine=name, error=self.errors[name])
@@ -137,7 +163,8 @@ class EngineHost:
         """Add or reload a `[[voices]]` entry; errors are recorded per voice, never fatal."""
         name = vc.engine or self.cfg.engine.default
         if name not in self.engines:
-            self.voice_errors[vc.id] = f"engine {name!r} is not loaded ({self.errors.get(name, 'unknown')})"
+            why = self.errors.get(name) or self.down.get(name, {}).get("error", "unknown")
+            self.voice_errors[vc.id] = f"engine {name!r} is not loaded ({why})"
             return None
         voice = Voice(
             id=vc.id,
@@ -159,18 +186,119 @@ class EngineHost:
         return voice
 
     def resolve(self, voice_id: str | None) -> tuple[Engine, Voice]:
-        """The engine and voice for an utterance; an unknown id falls back to the default voice."""
+        """The engine and voice for an utterance; an unknown id falls back to the default voice,
+        a voice whose engine is unavailable to a voice of the fallback engine."""
+        name, voice = self._lookup(voice_id)
+        if name in self.down:
+            taken = self._fallback_for(voice)
+            if taken is None:
+                raise EngineError(f"engine {name!r} is unavailable ({self.down[name]['error']}) and there is no working fallback")
+            return taken
+        return self._guarded(name), voice
+
+    def _lookup(self, voice_id: str | None) -> tuple[str, Voice]:
         if voice_id and voice_id in self._voices:
-            name, voice = self._voices[voice_id]
-            return self.engines[name], voice
+            return self._voices[voice_id]
         default = self.cfg.engine.default_voice
         if default and default in self._voices:
-            name, voice = self._voices[default]
-            return self.engines[name], voice
-        voices = self._voices_of(self.active)
+            return self._voices[default]
+        for name in (self.cfg.engine.default, self.active):  # the default's, even while it is down
+            voices = self._voices_of(name)
+            if voices:
+                return name, voices[0]
+        raise EngineError(f"engine {self.active!r} has no voice to speak with; add a [[voices]] entry")
+
+    def _guarded(self, name: str) -> Engine:
+        if name not in self._guards:
+            self._guards[name] = _Guarded(self, self.engines[name])
+        return self._guards[name]  # type: ignore[return-value]
+
+    def _fallback_for(self, voice: Voice) -> tuple[Engine, Voice] | None:
+        """The fallback engine and its voice nearest to `voice` (same language, else the default
+        voice, else its first); None when there is no fallback that works. Thread-safe."""
+        fb = self.cfg.engine.fallback
+        if not fb or fb == voice.engine or fb not in self.engines or fb in self.down:
+            return None
+        voices = self.engines[fb].voices()
         if not voices:
-            raise EngineError(f"engine {self.active!r} has no voice to speak with; add a [[voices]] entry")
-        return self.engines[self.active], voices[0]
+            return None
+        lang = (voice.language or "").split("-")[0]
+        same = [v for v in voices if lang and (v.language or "").split("-")[0] == lang]
+        dv = [v for v in voices if v.id == self.cfg.engine.default_voice]
+        return self._guarded(fb), (same or dv or voices)[0]
+
+    # -- run-time failover ------------------------------------------------------------------------
+
+    def _mark_down(self, name: str, error: str) -> None:
+        """On the event loop: `name` is unavailable; route its voices to the fallback and start
+        probing it."""
+        if name in self.down:
+            self.down[name]["error"] = error
+            return
+        self.down[name] = {"since": time.time(), "error": error, "probe_error": None}
+        fb = self.cfg.engine.fallback
+        fb = fb if fb and fb != name and fb in self.engines else None
+        if name == self.active and fb:
+            self.active, self.fallback_reason = fb, f"{name} is unavailable: {error}; retrying"
+        self.events.publish("engine.down", engine=name, error=error, fallback=fb)
+        if name not in self._watching:
+            self._watching.add(name)
+            engine = self.engines.get(name) or self._unloaded[name]
+            threading.Thread(target=self._watch, args=(name, engine), name=f"probe-{name}", daemon=True).start()
+
+    def _report_down(self, name: str, error: EngineUnavailable) -> None:
+        """From a worker thread: `name` raised EngineUnavailable."""
+        try:
+            anyio.from_thread.run_sync(self._mark_down, name, str(error), token=self._token)
+        except RuntimeError:  # the event loop is gone (shutting down): nothing left to route
+            pass
+
+    def _watch(self, name: str, engine: Engine) -> None:
+        """A thread per unavailable engine: probe it, with growing pauses, until it answers."""
+        retry = max(0.05, engine.retry_s)
+        backoff = Backoff(base=retry, step=retry, cap=max(30.0, retry), jitter=retry / 5, healthy_after=0)
+        while True:
+            time.sleep(backoff.next_delay())
+            try:
+                engine.probe()
+                error = None
+            except Exception as e:
+                error = str(e) if isinstance(e, EngineError) else f"{type(e).__name__}: {e}"
+            try:
+                if error is not None:
+                    anyio.from_thread.run_sync(self._probe_failed, name, error, token=self._token)
+                elif anyio.from_thread.run(self._revive, name, token=self._token):
+                    return
+            except RuntimeError:  # the event loop is gone: the daemon stopped
+                return
+
+    def _probe_failed(self, name: str, error: str) -> None:
+        if name in self.down:
+            self.down[name]["probe_error"] = error
+
+    async def _revive(self, name: str) -> bool:
+        """On the event loop, once `name` answered its probe: load it if it never loaded, give
+        its voices back, and route to it again. True when the watch is over: it is back, or
+        failed for good on its late load (a config error, reported as engine.failed)."""
+        since = self.down.pop(name)["since"]
+        engine = self._unloaded.pop(name, None)
+        if engine is not None:
+            if not await self._load_engine(name, engine):  # still unavailable: marked down again
+                if name in self.down:
+                    self.down[name]["since"] = since
+                    return False
+                self._watching.discard(name)
+                return True
+            for v in engine.voices():
+                self._voices.setdefault(v.id, (name, v))
+            for vc in self.cfg.voices:
+                if (vc.engine or self.cfg.engine.default) == name:
+                    await self.add_voice(vc)
+        self._watching.discard(name)
+        if name == self.cfg.engine.default and self.active != name and self._voices_of(name):
+            self.active, self.fallback_reason = name, None
+        self.events.publish("engine.back", engine=name, down_s=round(time.time() - since, 1))
+        return True
 
     def has_voice(self, voice_id: str) -> bool:
         return voice_id in self._voices
@@ -192,4 +320,100 @@ class EngineHost:
             "fallback_reason": self.fallback_reason,
             "engines": {n: e.info() for n, e in self.engines.items()},
             "errors": dict(self.errors),
+            "down": {n: {**d, "since": round(d["since"], 3)} for n, d in self.down.items()},
+            "checks": self.health_checks(),
         }
+
+    def health_checks(self) -> list[dict[str, Any]]:
+        """A check per unavailable engine, then every engine's own checks."""
+        out = []
+        for name, d in self.down.items():
+            fb = self.cfg.engine.fallback if self.cfg.engine.fallback in self.engines else None
+            probe = f"; last probe: {d['probe_error']}" if d["probe_error"] else ""
+            out.append({
+                "check": f"engine:{name}", "level": "warn",
+                "reason": f"{name} unavailable for {time.time() - d['since']:.0f} s: {d['error']}{probe}; "
+                          + (f"{fb} speaks meanwhile" if fb else "nothing speaks its voices meanwhile"),
+                "fix": f"{name} is probed and taken back by itself once it answers; see its own checks for the cause",
+            })  # fmt: skip
+        for name, engine in [*self.engines.items(), *self._unloaded.items()]:
+            try:
+                out += engine.health_checks()
+            except Exception as e:  # a broken check must not break `health`
+                out.append({"check": f"engine:{name}", "level": "warn", "reason": f"its health check failed: {e}", "fix": ""})
+        return out
+
+
+class _Guarded:
+    """An engine as `resolve` hands it out. When it raises EngineUnavailable the host marks it
+    down and, if none of the utterance's audio had come out yet, the fallback speaks the same
+    text at once, resampled to this engine's rate so that the utterance stays one stream. Audio
+    already played cannot be taken back: then the utterance fails, and owed speech is retried
+    (with the fallback, while this engine is down)."""
+
+    def __init__(self, host: EngineHost, engine: Engine) -> None:
+        self._host = host
+        self._engine = engine
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._engine, attr)
+
+    def synthesize(self, text: str, voice: Voice, cancel: threading.Event) -> Iterator[AudioChunk]:
+        if self._engine.name not in self._host.down:
+            it = self._engine.synthesize(text, voice, cancel)
+            produced = False
+            try:
+                for chunk in it:
+                    produced = True
+                    yield chunk
+                return
+            except EngineUnavailable as e:
+                self._host._report_down(self._engine.name, e)
+                if produced or cancel.is_set():
+                    raise
+            finally:
+                _close(it)
+        taken = self._host._fallback_for(voice)
+        if taken is None:
+            raise EngineUnavailable(f"{self._engine.name} is unavailable ({self._host.down.get(self._engine.name, {}).get('error')}) "
+                                    "and there is no working fallback")  # fmt: skip
+        engine, fb_voice = taken
+        it = engine.synthesize(text, fb_voice, cancel)
+        try:
+            yield from _at_rate(it, self._engine.sample_rate)
+        finally:
+            _close(it)
+
+    def synthesize_batch(self, texts: list[str], voices: list[Voice], cancel) -> list[np.ndarray]:
+        # on failure the speaker synthesizes the members one by one, through `synthesize` above
+        try:
+            return self._engine.synthesize_batch(texts, voices, cancel)
+        except EngineUnavailable as e:
+            self._host._report_down(self._engine.name, e)
+            raise
+
+
+def _at_rate(chunks: Iterator[AudioChunk], rate: int) -> Iterator[AudioChunk]:
+    """`chunks` resampled to `rate` as one continuous stream (soxr keeps state across chunks)."""
+    stream = None
+    for c in chunks:
+        if c.sample_rate == rate and stream is None:
+            yield c
+            continue
+        if stream is None:
+            import soxr
+
+            stream = soxr.ResampleStream(c.sample_rate, rate, 1, dtype="float32")
+        out = stream.resample_chunk(np.asarray(c.samples, dtype=np.float32))
+        if len(out):
+            yield AudioChunk(out, rate)
+    if stream is not None:
+        tail = stream.resample_chunk(np.zeros(0, np.float32), last=True)
+        if len(tail):
+            yield AudioChunk(tail, rate)
+
+
+def _close(it) -> None:
+    close = getattr(it, "close", None)
+    if close:
+        close()
