@@ -8,19 +8,24 @@ The API is handed the parts it needs, never the daemon.
 
 from __future__ import annotations
 
+import base64
+import inspect
 import os
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, Literal
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ishowttsd import __version__
-from ishowttsd.config import Config, ConfigError, load_config
+from ishowttsd.audio import encode, wav_from_pcm16
+from ishowttsd.config import Config, ConfigError, load_config, validate_table
+from ishowttsd.direct import DirectRefused
 from ishowttsd.events import catalogue
 from ishowttsd.messages import Kind, Message, Priority, User, Utterance
+from ishowttsd.voicestore import UploadRefused, check_upload
 
 # The error vocabulary: every error any front door answers has one of these codes.
 ERRORS: dict[str, str] = {
@@ -36,6 +41,12 @@ ERRORS: dict[str, str] = {
     "config_error": "the config file was refused; the old one stays in force",
     "bench_failed": "the benchmark could not run",
     "baseline_not_saved": "the benchmark ran but its baseline could not be written",
+    "too_large": "a text, transcript or upload is over its configured bound",
+    "bad_audio": "an uploaded file is not a usable recording",
+    "voice_failed": "the engine could not prepare a voice from the recording",
+    "rate_limited": "too many requests; retry after the time given",
+    "unauthorized": "no valid token, session or login code (HTTP only)",
+    "forbidden": "the credential, Host or Origin may not do this (HTTP only)",
     "internal_error": "a bug: the message says what failed",
 }
 
@@ -43,10 +54,11 @@ ERRORS: dict[str, str] = {
 class ApiError(Exception):
     """An error answered to the client: a code from :data:`ERRORS` and advice in the message."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.retry_after = retry_after  # seconds, for `busy` and `rate_limited`
 
 
 class Params(BaseModel):
@@ -63,6 +75,7 @@ class SayParams(Params):
     text: str = Field(min_length=1, max_length=2000)
     voice: str | None = Field(default=None, max_length=200)
     priority: str = "urgent"
+    options: dict[str, Any] = Field(default_factory=dict, description="engine options: speed; F5 steps, cfg_strength, seed")
 
 
 class InjectUser(Params):
@@ -131,6 +144,49 @@ class BenchParams(Params):
     save_baseline: bool = False
 
 
+class SourceParams(Params):
+    name: str = Field(min_length=1, max_length=200, description="the source's name (see `status`)")
+
+
+class SourceAddParams(Params):
+    type: str = Field(min_length=1, max_length=64, description="bilibili, twitch, ...")
+    settings: dict[str, Any] = Field(default_factory=dict, description='its table\'s keys: {"room_id": 123} or {"channel": "name"}')
+
+
+class VoiceIdParams(Params):
+    id: str = Field(min_length=1, max_length=200)
+
+
+class VoiceUploadParams(VoiceIdParams):
+    transcript: str = Field(max_length=1_000_000, description="what the recording says")
+    audio_b64: str = Field(min_length=1, description="the recording (WAV, FLAC, Ogg or MP3), base64")
+    engine: str | None = Field(default=None, max_length=64, description="default: the voice's engine, else the active one")
+    language: str | None = Field(default=None, max_length=32)
+
+
+AudioFormat = Literal["wav", "pcm", "flac", "mp3", "opus"]
+
+
+class PreviewParams(VoiceIdParams):
+    text: str | None = Field(default=None, min_length=1, max_length=500)
+    format: AudioFormat = "wav"
+
+
+class SynthesizeParams(Params):
+    text: str = Field(min_length=1, max_length=1_000_000)  # the real bound: [web] speech_max_chars
+    voice: str | None = Field(default=None, max_length=200)
+    format: AudioFormat = "wav"
+    options: dict[str, Any] = Field(default_factory=dict, description="engine options: speed; F5 steps, cfg_strength, seed")
+
+
+class HistoryParams(Params):
+    limit: int = Field(default=1000, ge=1, le=10_000)
+
+
+class HistoryAudioParams(Params):
+    id: int = Field(ge=0)
+
+
 @dataclass
 class Runtime:
     """What the daemon is as a process: its state and where it listens."""
@@ -166,7 +222,8 @@ class Api:
     """The control verbs over the daemon's parts. See each verb's docstring."""
 
     def __init__(self, *, config: Config, runtime: Runtime, events, queue, speaker, engines, health, hardware,
-                 plugins, sources: list, sinks: list, intake, paid, reload: Callable[[], dict[str, Any]]) -> None:  # fmt: skip
+                 plugins, sources: list, sinks: list, intake, paid, reload: Callable[[], dict[str, Any]],
+                 lineup=None, history=None, voicestore=None, direct=None, web=None) -> None:  # fmt: skip
         self.cfg = config
         self.runtime = runtime
         self.events = events
@@ -181,6 +238,12 @@ class Api:
         self.intake = intake
         self.paid = paid
         self._reload = reload
+        # the control room's parts (see the section "verbs: the control room")
+        self.lineup = lineup
+        self.history = history
+        self.voicestore = voicestore
+        self.direct = direct
+        self.web = web
         self._bench_lock = anyio.Lock()
         self.verbs: dict[str, Verb] = {}
         for attr in dir(type(self)):
@@ -233,6 +296,7 @@ class Api:
             "plugins": {"loaded": sum(1 for r in self.plugins.records if r.state == "loaded"),
                         "broken": [r.to_dict() for r in self.plugins.broken]},
             "hardware": self.hardware.snapshot(),
+            "web": self.web.status() if self.web is not None else {"enabled": False},
         }  # fmt: skip
 
     def summary(self) -> dict[str, Any]:
@@ -285,8 +349,15 @@ class Api:
 
     @verb("voices")
     async def v_voices(self, _: NoParams) -> dict:
-        """The voices, with their engine and any error."""
-        return {"voices": self._ready_engines().voices(), "default": self.cfg.engine.default_voice}
+        """The voices, with their engine and any error; per engine, whether it clones and its options."""
+        engines = self._ready_engines()
+        voices = engines.voices()
+        configured = {vc.id for vc in self.cfg.voices}
+        for v in voices:
+            v["uploaded"] = bool(self.voicestore and self.voicestore.has(v["id"]))
+            v["configured"] = v["id"] in configured
+        kinds = {n: {"clones": e.clones, "options": e.Options.fields()} for n, e in engines.engines.items()}
+        return {"voices": voices, "default": self.cfg.engine.default_voice, "engines": kinds}
 
     @verb("plugins")
     async def v_plugins(self, _: NoParams) -> dict:
@@ -333,7 +404,9 @@ class Api:
         text = p.text.strip()
         if not text:
             raise ApiError("invalid_params", "text: nothing to say (only spaces)")
-        utt = Utterance(text=text, priority=prio, voice=p.voice, source="control", deadline=self.intake.deadline(prio))
+        options = self._options(p.voice, p.options)
+        utt = Utterance(text=text, priority=prio, voice=p.voice, source="control", deadline=self.intake.deadline(prio),
+                        options=options)  # fmt: skip
         dropped = self.paid.admit(utt)
         return {"queued": utt.id not in {d.id for d in dropped}, "id": utt.id}
 
@@ -446,6 +519,160 @@ class Api:
                                "check [health] baseline_file and its folder's permissions") from None  # fmt: skip
             except Exception as e:  # an engine failure mid-bench is the bench's failure, not a crash
                 raise ApiError("bench_failed", f"{type(e).__name__}: {e}") from None
+
+    # -- verbs: the control room (sources, voices, history and speech for callers) -------------
+
+    def _options(self, voice: str | None, options: dict[str, Any]) -> dict[str, Any]:
+        """Per-request engine options, checked against the engine that would speak."""
+        if not options:
+            return {}
+        engine, _ = self._ready_engines().resolve(voice)
+        try:
+            return engine.Options.model_validate(options).model_dump(exclude_none=True)
+        except ValidationError as e:
+            raise ApiError("invalid_params", f"options ({engine.name}): {validation_message(e)}") from None
+
+    def _lineup(self):
+        if self.lineup is None:
+            raise ApiError("not_ready", "sources are not running yet; try again in a moment")
+        return self.lineup
+
+    @verb("sources.stop", SourceParams, mutates=True)
+    async def v_source_stop(self, p: SourceParams) -> dict:
+        """Stop a source (disconnect from its room or channel) until `sources.start`."""
+        return await self._on_source(self._lineup().stop, p.name)
+
+    @verb("sources.start", SourceParams, mutates=True)
+    async def v_source_start(self, p: SourceParams) -> dict:
+        """Start a stopped source again (a fresh connection with the same settings)."""
+        return await self._on_source(self._lineup().start, p.name)
+
+    async def _on_source(self, action, name: str) -> dict:
+        try:
+            src = action(name)
+            return (await src if inspect.isawaitable(src) else src).status()
+        except KeyError:
+            raise ApiError("not_found", f"no source {name!r}; see `ishowttsctl status`") from None
+        except ValueError as e:
+            raise ApiError("busy", str(e)) from None
+
+    @verb("sources.add", SourceAddParams, mutates=True)
+    async def v_source_add(self, p: SourceAddParams) -> dict:
+        """Add a source for this run (a Bilibili room, a Twitch channel); the config file is untouched."""
+        cls = self.plugins.sources.get(p.type)
+        if cls is None:
+            raise ApiError("invalid_params", f"type: unknown source type {p.type!r}; known: {sorted(self.plugins.sources)}")
+        local = sorted(k for k in p.settings if k.endswith(("_file", "_env")) or k in ("path", "directory"))
+        if local:  # files and environment variables are the config file's to name, never a remote caller's
+            raise ApiError("invalid_params", f"settings: {local} name local files or secrets; put them in the config file")
+        try:
+            settings = validate_table(cls.Settings, {**p.settings, "type": p.type}, "settings", None)
+            return self._lineup().add(cls, settings).status()
+        except ConfigError as e:
+            raise ApiError("invalid_params", str(e).removeprefix("config: ")) from None
+        except ValueError as e:
+            raise ApiError("busy", str(e)) from None
+
+    @verb("voices.upload", VoiceUploadParams, mutates=True)
+    async def v_voice_upload(self, p: VoiceUploadParams) -> dict:
+        """Give a voice (new or configured) a reference recording and its transcript; kept across restarts."""
+        engines, web = self._ready_engines(), self.cfg.web
+        if self.voicestore is None:
+            raise ApiError("not_ready", "voice uploads need the daemon's state folder")
+        try:
+            transcript, samples, rate = await anyio.to_thread.run_sync(check_upload, p.id, p.transcript, p.audio_b64, web)
+        except UploadRefused as e:
+            raise ApiError(e.code, e.message) from None
+        name = p.engine or engines.engine_of(p.id) or engines.active
+        engine = engines.engines.get(name)
+        if engine is None or not engine.clones:
+            cloners = sorted(n for n, e in engines.engines.items() if e.clones)
+            raise ApiError("invalid_params", f"engine: {name!r} cannot clone a voice from a recording; "
+                           f"use one that can ({cloners or 'none is loaded: configure [engine.f5]'})")  # fmt: skip
+        vc = await anyio.to_thread.run_sync(self.voicestore.save, p.id, samples, rate, transcript, name, p.language)
+        if await engines.add_voice(vc) is None:
+            error = engines.voice_errors.pop(p.id, "failed")
+            await anyio.to_thread.run_sync(self.voicestore.remove, p.id)
+            await self._restore_config_voice(p.id)
+            raise ApiError("voice_failed", f"{name} could not prepare voice {p.id!r}: {error}")
+        seconds = round(len(samples) / rate, 2)
+        self.events.publish("voice.uploaded", voice=p.id, engine=name, seconds=seconds)
+        return {"id": p.id, "engine": name, "seconds": seconds, "sample_rate": rate}
+
+    async def _restore_config_voice(self, voice_id: str) -> str:
+        vc = next((v for v in self.cfg.voices if v.id == voice_id), None)
+        if vc is not None and await self._ready_engines().add_voice(vc) is not None:
+            return "config"
+        self._ready_engines().forget_voice(voice_id)
+        return "removed"
+
+    @verb("voices.restore", VoiceIdParams, mutates=True)
+    async def v_voice_restore(self, p: VoiceIdParams) -> dict:
+        """Drop a voice's upload: a configured voice gets its `[[voices]]` recording back, a new one goes."""
+        if self.voicestore is None or not self.voicestore.has(p.id):
+            raise ApiError("not_found", f"voice {p.id!r} has no uploaded recording")
+        await anyio.to_thread.run_sync(self.voicestore.remove, p.id)
+        now = await self._restore_config_voice(p.id)
+        self.events.publish("voice.restored", voice=p.id, now=now)
+        return {"id": p.id, "now": now}
+
+    @verb("voices.preview", PreviewParams)
+    async def v_voice_preview(self, p: PreviewParams) -> dict:
+        """A sample of a voice as audio for the caller (not played on the stream)."""
+        engines = self._ready_engines()
+        if not engines.has_voice(p.id):
+            raise ApiError("unknown_voice", f"no voice {p.id!r}; list them with `ishowttsctl voices`")
+        _, voice = engines.resolve(p.id)
+        text = p.text or ("你好，这是我的声音。" if voice.language.startswith(("zh", "cmn")) else "Hello, this is my voice.")
+        return await self._synthesize(text, p.id, {}, p.format)
+
+    @verb("synthesize", SynthesizeParams)
+    async def v_synthesize(self, p: SynthesizeParams) -> dict:
+        """Speech as audio for the caller (`/v1/audio/speech`): behind the stream's higher classes, bounded."""
+        if p.voice is not None and not self._ready_engines().has_voice(p.voice):
+            raise ApiError("unknown_voice", f"no voice {p.voice!r}; list them with `ishowttsctl voices`")
+        return await self._synthesize(p.text, p.voice, self._options(p.voice, p.options), p.format)
+
+    async def _synthesize(self, text: str, voice: str | None, options: dict, fmt: str) -> dict:
+        self._ready_engines()
+        if self.direct is None:
+            raise ApiError("not_ready", "speech for callers is not set up")
+        try:
+            speech = await self.direct.synthesize(text, voice, options)
+        except DirectRefused as e:
+            raise ApiError(e.code, e.message, retry_after=e.retry_after) from None
+        data, ctype = await anyio.to_thread.run_sync(encode, speech.samples, speech.sample_rate, fmt)
+        st = speech.stats
+        return {"audio_b64": base64.b64encode(data).decode(), "format": fmt, "content_type": ctype,
+                "sample_rate": speech.sample_rate, "audio_s": round(st.audio_s, 3), "synth_s": round(st.synth_s, 4),
+                "waited_s": round(speech.waited_s, 4), "engine": st.engine, "voice": st.voice}  # fmt: skip
+
+    def _history(self):
+        if self.history is None:
+            raise ApiError("not_found", "no history is kept; set [web] history above 0 or add a [[sinks]] type = \"history\"")
+        return self.history
+
+    @verb("history", HistoryParams)
+    async def v_history(self, p: HistoryParams) -> dict:
+        """The last utterances spoken (newest first): who, what, when, voice, RTF, whether audio is kept."""
+        h = self._history()
+        return {"history": h.entries()[: p.limit], "keep": h.settings.keep, "max_mb": h.settings.max_mb}
+
+    @verb("history.audio", HistoryAudioParams)
+    async def v_history_audio(self, p: HistoryAudioParams) -> dict:
+        """One kept utterance's audio as a WAV file, base64."""
+        got = self._history().audio(p.id)
+        if got is None:
+            raise ApiError("not_found", f"no audio kept for utterance {p.id}; see `ishowttsctl history`")
+        pcm, rate = got
+        return {"audio_b64": base64.b64encode(wav_from_pcm16(pcm, rate)).decode(), "format": "wav", "sample_rate": rate}
+
+    @verb("web", mutates=True)
+    async def v_web(self, _: NoParams) -> dict:
+        """The control room's address with a one-time login code, and the overlay's read-only address."""
+        if self.web is None:
+            return {"enabled": False, "advice": "the web control room is off; set [web] enabled = true and restart"}
+        return self.web.login_link()
 
     def _ready_engines(self):
         if self.engines.active is None:

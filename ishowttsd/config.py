@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -230,6 +230,77 @@ class HardwareConfig(Strict):
     expect_nvpmodel: str | None = None  # a mode name ("MAXN") or id ("0")
 
 
+class WebConfig(Strict):
+    """`[web]`: the control room page, the OBS overlay, the HTTP API and `/v1/audio/speech`."""
+
+    enabled: bool = True
+    listen: str = "127.0.0.1:8765"  # host:port; port 0 picks a free one (`ishowttsctl web` says which)
+    allow_remote: bool = False  # a non-loopback listen address must be asked for explicitly
+    allowed_hosts: list[str] = Field(default_factory=list)  # Host names besides the listen address and localhost
+    token_file: str | None = None  # default <state dir>/web-token, created (mode 0600) when missing
+    session_days: float = Field(default=30.0, gt=0, le=366)  # how long a browser stays signed in
+    login_code_ttl_s: float = Field(default=300.0, ge=10, le=86_400)
+    max_clients: int = Field(default=100, ge=1, le=10_000)  # event streams and overlays at once
+    client_backlog_mb: float = Field(default=4.0, gt=0, le=256)  # a client further behind is dropped
+    overlay_audio: bool = True  # add a `browser` sink (overlay audio) unless [[sinks]] has one
+    overlay_css: str | None = None  # the streamer's overlay style; default <state dir>/overlay.css
+    history: int = Field(default=50, ge=0, le=10_000)  # utterances whose audio is kept (0: no history sink)
+    history_max_mb: float = Field(default=64.0, gt=0, le=4096)
+    upload_max_mb: float = Field(default=5.0, gt=0, le=100)
+    upload_max_s: float = Field(default=30.0, gt=0, le=600)  # longest reference recording accepted
+    transcript_max_chars: int = Field(default=500, ge=1, le=10_000)
+    speech_max_chars: int = Field(default=4096, ge=1, le=100_000)  # /v1/audio/speech `input`
+    speech_concurrency: int = Field(default=1, ge=1, le=64)
+    speech_per_minute: int = Field(default=30, ge=1, le=100_000)
+    speech_priority: str = "normal"  # it waits while speech of a higher class is queued or prepared
+    speech_timeout_s: float = Field(default=120.0, gt=0, le=3600)
+
+    @field_validator("speech_priority")
+    @classmethod
+    def _class(cls, v: str) -> str:
+        from ishowttsd.messages import Priority
+
+        return Priority.parse(v).name.lower()
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        listen_address(v)
+        return v
+
+    @model_validator(mode="after")
+    def _remote(self) -> "WebConfig":
+        host, _ = listen_address(self.listen)
+        if self.enabled and not is_loopback(host) and not self.allow_remote:
+            raise ValueError(
+                f"listen = {self.listen!r} is reachable from other machines; keep 127.0.0.1, "
+                "or set allow_remote = true if you mean it (and read docs/web.md)"
+            )
+        return self
+
+
+def listen_address(v: str) -> tuple[str, int]:
+    """("host", port) of a `host:port` listen address; IPv6 hosts in brackets ([::1]:8765)."""
+    import ipaddress
+
+    host, sep, port = v.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{v!r} is not host:port (e.g. 127.0.0.1:8765)")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is not an IP address; listen on an address (127.0.0.1, ::1, 0.0.0.0)") from None
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    return host == "localhost" or ipaddress.ip_address(host).is_loopback
+
+
 class Config(Strict):
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
@@ -241,6 +312,7 @@ class Config(Strict):
     journal: JournalConfig = Field(default_factory=JournalConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
     hardware: HardwareConfig = Field(default_factory=HardwareConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
 
     # where the config came from; relative paths in it are relative to that file's folder
     _path: Path | None = None

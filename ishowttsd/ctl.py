@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +95,10 @@ def _human(verb: str, r: Any) -> str:
             if j.get("problem") or j.get("error"):
                 line += f"  PROBLEM: {j.get('problem') or j.get('error')}"
             lines.append(line)
+        web = r.get("web") or {}
+        if web.get("enabled"):
+            lines.append(f"web      {web.get('url') or 'NOT LISTENING: ' + str(web.get('error'))}"
+                         + (f"  {web.get('clients')} streams open" if web.get("url") else "") + "  (`ishowttsctl web` to sign in)")
         if r.get("reasons"):
             lines.append("reasons  " + "  ".join(f"{k} {v}" for k, v in sorted(r["reasons"].items())))
         lines += _hardware_lines(r.get("hardware") or {})
@@ -118,6 +124,28 @@ def _human(verb: str, r: Any) -> str:
         rows += [{**u, "state": "pending"} for u in r.get("pending", [])]
         head = "(paused)\n" if r.get("paused") else ""
         return head + _table(rows, ["id", "state", "priority", "age_s", "source", "user", "text"])
+    if verb == "web":
+        if not r.get("listening"):
+            return f"the web control room is not listening: {r.get('error') or r.get('advice')}"
+        return "\n".join([
+            f"control room  {r['url']}",
+            f"sign in       {r['login_url']}",
+            f"login code    {r['code']}   (one use, expires in {r['expires_s'] // 60} min; `ishowttsctl web` makes another)",
+            f"OBS overlay   {r['overlay_url']}",
+            "              (read-only: add it as a Browser source; tick \"Control audio via OBS\" to capture its sound)",
+            f"HTTP API      Authorization: Bearer <the token in {r['token_file']}>",
+            f"OpenAI TTS    base URL {r['url']}v1, API key: that token ({r['speech_url']})",
+        ])  # fmt: skip
+    if verb == "history":
+        rows = [{**e, "time": time.strftime("%H:%M:%S", time.localtime(e["ts"])), "audio": "yes" if e["has_audio"] else "-"}
+                for e in r["history"]]  # fmt: skip
+        return _table(rows, ["id", "time", "user", "voice", "rtf", "audio", "text"])
+    if verb == "source":
+        return f"{r['name']}: {r['state']}" + (f" ({r['detail']})" if r.get("detail") else "")
+    if verb == "voices" and "seconds" in r:
+        return f"voice {r['id']}: {r['seconds']} s recording prepared by {r['engine']}"
+    if verb == "voices" and "now" in r:
+        return f"voice {r['id']}: upload removed; " + ("the configured recording is back" if r["now"] == "config" else "the voice is gone")
     if verb == "voices" and "reloaded" in r:
         errs = "".join(f"\n  {vid}: {e}" for vid, e in r["errors"].items())
         return f"reloaded: {', '.join(r['reloaded']) or '(none)'}" + (f"\nfailed:{errs}" if errs else "")
@@ -217,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text")
     p.add_argument("--voice")
     p.add_argument("--priority", default="urgent", help="urgent, paid, membership, moderator, normal, low")
+    _option_args(p)
     p = sub.add_parser("inject", help="a message as if from a platform, through moderation")
     p.add_argument("text", nargs="?", default="")
     p.add_argument("--platform", default="bilibili")
@@ -241,6 +270,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class", dest="classes", action="append", help="only this priority class (repeatable)")
     p = sub.add_parser("voices", help="the voices you can use; --reload re-reads [[voices]] from the config")
     p.add_argument("--reload", nargs="?", const="", metavar="ID", help="re-prepare every voice (or only ID) after an edit")
+    vs = p.add_subparsers(dest="action", metavar="ACTION")
+    q = vs.add_parser("upload", help="give a voice (new or configured) a reference recording and its transcript")
+    q.add_argument("id")
+    q.add_argument("file", help="the recording: WAV, FLAC, Ogg or MP3, a few seconds of clear speech")
+    q.add_argument("--transcript", required=True, help="what the recording says, word for word")
+    q.add_argument("--engine", help="the engine that clones it (default: the voice's, else the active one)")
+    q.add_argument("--language")
+    q = vs.add_parser("restore", help="drop a voice's upload (a configured voice gets its own recording back)")
+    q.add_argument("id")
+    q = vs.add_parser("preview", help="write a sample of a voice to a file (not played on the stream)")
+    q.add_argument("id")
+    q.add_argument("--text")
+    q.add_argument("--out", required=True, help="WAV file to write")
+    p = sub.add_parser("source", help="stop or start a source, or add a Bilibili room or Twitch channel for this run")
+    ss = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for action in ("stop", "start"):
+        ss.add_parser(action, help=f"{action} a source by name (see `ishowttsctl status`)").add_argument("name")
+    q = ss.add_parser("add", help="add a source for this run: bilibili ROOM_ID or twitch CHANNEL")
+    q.add_argument("type", choices=["bilibili", "twitch"])
+    q.add_argument("room", help="the Bilibili room id or the Twitch channel")
+    q.add_argument("--name", help="its name in status (default: TYPE-ROOM)")
+    p = sub.add_parser("history", help="the last utterances spoken; --save ID FILE writes one's audio")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--save", nargs=2, metavar=("ID", "FILE"), help="write utterance ID's audio to FILE (WAV)")
+    p = sub.add_parser("synthesize", help="speech as a file, not on the stream (what /v1/audio/speech does)")
+    p.add_argument("text")
+    p.add_argument("--voice")
+    p.add_argument("--format", default="wav", choices=["wav", "pcm", "flac", "mp3", "opus"])
+    p.add_argument("--out", required=True, help="the file to write")
+    _option_args(p)
+    sub.add_parser("web", help="the control room's address with a one-time login code, and the overlay's")
     sub.add_parser("plugins", help="loaded, broken and refused plugins")
     p = sub.add_parser("watch", help="stream events live")
     p.add_argument("--event", dest="events", action="append", help="only this event (repeatable; see `ishowttsctl events`)")
@@ -258,6 +318,41 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _option_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--speed", type=float, help="speaking rate (1 = the voice's own)")
+    p.add_argument("--steps", type=int, help="F5: sampling steps")
+    p.add_argument("--cfg-strength", type=float, help="F5: guidance strength")
+    p.add_argument("--seed", type=int, help="F5: noise seed")
+
+
+def _options(args) -> dict[str, Any]:
+    return {k: v for k in ("speed", "steps", "cfg_strength", "seed") if (v := getattr(args, k)) is not None}
+
+
+def _room_request(args) -> tuple[str, dict[str, Any], str | None]:
+    """(method, params, file to write the answer's audio to) for the control-room verbs."""
+    verb = args.verb
+    if verb == "voices" and args.action == "upload":
+        audio = base64.b64encode(Path(args.file).read_bytes()).decode()
+        params = {"id": args.id, "transcript": args.transcript, "audio_b64": audio, "engine": args.engine, "language": args.language}
+        return "voices.upload", {k: v for k, v in params.items() if v is not None}, None
+    if verb == "voices" and args.action == "restore":
+        return "voices.restore", {"id": args.id}, None
+    if verb == "voices":  # preview
+        return "voices.preview", {"id": args.id, **({"text": args.text} if args.text else {})}, args.out
+    if verb == "source" and args.action == "add":
+        key = "room_id" if args.type == "bilibili" else "channel"
+        settings = {key: int(args.room) if key == "room_id" else args.room, "name": args.name or f"{args.type}-{args.room}".lower()}
+        return "sources.add", {"type": args.type, "settings": settings}, None
+    if verb == "source":
+        return f"sources.{args.action}", {"name": args.name}, None
+    if verb == "history" and args.save:
+        return "history.audio", {"id": int(args.save[0])}, args.save[1]
+    if verb == "history":
+        return "history", {"limit": args.limit}, None
+    return "synthesize", {"text": args.text, "voice": args.voice, "format": args.format, "options": _options(args)}, args.out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     path = Path(args.socket) if args.socket else default_socket_path()
@@ -267,9 +362,9 @@ def main(argv: list[str] | None = None) -> int:
         from ishowttsd import bench
 
         return bench.main(["--engine", "f5", "--compare-upstream", *[a for a in args.compare_upstream if a != "--"]])
-    method, params = verb, {}
+    method, params, out = verb, {}, None
     if verb == "say":
-        params = {"text": args.text, "voice": args.voice, "priority": args.priority}
+        params = {"text": args.text, "voice": args.voice, "priority": args.priority, "options": _options(args)}
     elif verb == "inject":
         try:
             extra = json.loads(args.extra)
@@ -291,6 +386,12 @@ def main(argv: list[str] | None = None) -> int:
         method, params = "voices.reload", ({"id": args.reload} if args.reload else {})
     elif verb == "bench":
         params = {"runs": args.runs, "voice": args.voice, "texts": args.texts, "save_baseline": args.save_baseline}
+    elif verb in ("source", "history", "synthesize") or (verb == "voices" and args.action):
+        try:
+            method, params, out = _room_request(args)
+        except (OSError, ValueError) as e:
+            print(f"ishowttsctl: {e}", file=sys.stderr)
+            return EXIT_ERROR
     try:
         check_socket_folder(path)  # never talk to a socket another user could have put there
     except UnsafeSocket as e:
@@ -324,6 +425,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ishowttsctl: cannot talk to ishowttsd at {path}: {e}", file=sys.stderr)
         return HEALTH_UNKNOWN if verb == "health" else EXIT_ERROR
     except KeyboardInterrupt:
+        return EXIT_OK
+    if out is not None:
+        Path(out).write_bytes(base64.b64decode(result.pop("audio_b64")))
+        result["file"] = out
+        print(json.dumps(result, ensure_ascii=False, indent=2) if args.json else f"wrote {out} ({result['format']})")
         return EXIT_OK
     print(json.dumps(result, ensure_ascii=False, indent=2) if args.json else _human(verb, result))
     if verb == "health":

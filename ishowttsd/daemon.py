@@ -12,13 +12,16 @@ import anyio
 
 from ishowttsd import __version__
 from ishowttsd.api import Api, Runtime
+from ishowttsd.channels import Channels
 from ishowttsd.config import Config, ConfigError, load_config, validate_table
-from ishowttsd.control import ControlServer
+from ishowttsd.control import MAX_LINE, ControlServer
+from ishowttsd.direct import DirectSynthesis
 from ishowttsd.engines.host import EngineHost
 from ishowttsd.events import EventBus
 from ishowttsd.hardware import Hardware
 from ishowttsd.health import HealthMonitor
 from ishowttsd.intake import Intake
+from ishowttsd.lineup import Lineup
 from ishowttsd.moderation import Moderator
 from ishowttsd.paid import PaidSpeech
 from ishowttsd.plugins import PluginManager
@@ -28,6 +31,7 @@ from ishowttsd.sink import Sink, SinkContext
 from ishowttsd.source import Source, SourceContext
 from ishowttsd.speaker import Speaker
 from ishowttsd.stall import LoopWatch
+from ishowttsd.voicestore import VoiceStore
 
 log = logging.getLogger("ishowttsd")
 
@@ -50,12 +54,16 @@ class Daemon:
             self.moderator = Moderator(cfg.moderation, self.ttl)  # checks the templates: an error here is early
         except ConfigError as e:
             raise ConfigError(f"{cfg.path or 'config'}: {e}") from None
-        self.control = ControlServer(socket_path, idle_timeout=cfg.daemon.control_idle_timeout_s)
+        # a voice upload (base64) must fit one request line
+        upload_line = int(cfg.web.upload_max_mb * 1024 * 1024 * 4 / 3) + MAX_LINE
+        self.control = ControlServer(socket_path, max_line=max(MAX_LINE, upload_line),
+                                     idle_timeout=cfg.daemon.control_idle_timeout_s)  # fmt: skip
         self.notifier = notifier or Notifier()
         self.hardware = Hardware(cfg.hardware)
         self.sources: list[Source] = []
         self.sinks: list[Sink] = []
-        self._finished_sources: set[str] = set()
+        self.channels = Channels()  # frames from parts to front-door clients (overlay audio)
+        self.web = None
 
     @property
     def state(self) -> str:
@@ -70,9 +78,11 @@ class Daemon:
         state_dir = cfg.state_dir()
         sctx = SourceContext(lambda s, m: self.intake.message(s.name if s else None, m),
                              lambda s, d: self.intake.deletion(s.name if s else None, d), self.events, cfg, state_dir)  # fmt: skip
-        kctx = SinkContext(self.events, cfg, state_dir)
+        kctx = SinkContext(self.events, cfg, state_dir, self.channels)
         self.sources = [cls(settings, sctx) for cls, settings in self._tables("sources", cfg.sources, self.plugins.sources)]
         self.sinks = [cls(settings, kctx) for cls, settings in self._tables("sinks", cfg.sinks, self.plugins.sinks)]
+        self.sinks += self._web_sinks(kctx)
+        self.lineup = Lineup(self.sources, lambda cls, settings: cls(settings, sctx))
         _unique_names("sources", self.sources, cfg)
         _unique_names("sinks", self.sinks, cfg)
         self.engines = EngineHost(cfg, self.plugins.engines, self.events)
@@ -92,12 +102,38 @@ class Daemon:
         self.speaker.on_spoken.append(self.monitor.on_spoken)
         self.speaker.on_ended.append(self.paid.ended)
         self.queue.on_discard.append(self.paid.ended)
+        self.voicestore = VoiceStore(state_dir / "voices")
+        if cfg.web.enabled:
+            from ishowttsd.web import WebServer  # starlette and uvicorn load only when the web is on
+
+            self.web = WebServer(cfg, self.events, self.channels)
         self.api = Api(
             config=cfg, runtime=self.runtime, events=self.events, queue=self.queue, speaker=self.speaker,
             engines=self.engines, health=self.monitor, hardware=self.hardware, plugins=self.plugins,
             sources=self.sources, sinks=self.sinks, intake=self.intake, paid=self.paid, reload=self.reload,
+            lineup=self.lineup, history=next((s for s in self.sinks if s.type == "history"), None),
+            voicestore=self.voicestore, direct=DirectSynthesis(self.engines, self.queue, self.speaker, cfg.web),
+            web=self.web,
         )  # fmt: skip
         self.control.api = self.api
+        if self.web is not None:
+            self.web.api = self.api
+
+    def _web_sinks(self, ctx: SinkContext) -> list[Sink]:
+        """With the web on: a `browser` sink (overlay audio) and a `history` sink, unless the
+        config has a table of that type or `[web]` switches them off."""
+        w, have = self.cfg.web, {s.type for s in self.sinks}
+        if not w.enabled:
+            return []
+        wanted = [("browser", {})] if w.overlay_audio else []
+        if w.history:
+            wanted.append(("history", {"keep": w.history, "max_mb": w.history_max_mb}))
+        out = []
+        for kind, extra in wanted:
+            cls = self.plugins.sinks.get(kind)
+            if kind not in have and cls is not None:
+                out.append(cls(cls.Settings(type=kind, **extra), ctx))
+        return out
 
     def _tables(self, kind: str, tables, registry) -> list:
         out = []
@@ -171,13 +207,14 @@ class Daemon:
                 tg.start_soon(self.loop_watch.run)
                 tg.start_soon(self.notifier.watchdog_loop)
                 tg.start_soon(self.control.serve, listener)
+                if self.web is not None:
+                    await tg.start(self.web.run)
                 tg.start_soon(self._signals, tg)
                 # the socket is bound and the plugins are loaded: systemd may start what needs us
                 self.notifier.ready(status=f"loading engine {self.cfg.engine.default}")
                 for sink in self.sinks:
                     await self._start_sink(sink)
-                for src in self.sources:
-                    tg.start_soon(self._run_source, src)
+                await tg.start(self.lineup.run)
                 self.events.publish(
                     "started", version=__version__, socket=self.runtime.socket, pid=self.runtime.pid,
                     sources=len(self.sources), sinks=len(self.sinks), broken_plugins=len(self.plugins.broken),
@@ -186,6 +223,7 @@ class Daemon:
                 tg.start_soon(self.monitor.run, self._refresh_hardware)
                 tg.start_soon(self.paid.run)
                 await self.engines.start()
+                await self._uploaded_voices()
                 self.runtime.state = "running"
                 self.events.publish("ready", engine=self.engines.active)
                 self.notifier.status(self._status_line())
@@ -216,16 +254,10 @@ class Daemon:
         except Exception as e:
             sink.set_state("error", "start failed", error=f"{type(e).__name__}: {e}")
 
-    async def _run_source(self, src: Source) -> None:
-        try:
-            await src.run()
-            if src.finite and src.state not in ("finished", "failed"):
-                src.set_state("finished")
-        except Exception as e:  # a broken source is reported, never fatal
-            log.exception("source %s crashed", src.name)
-            src.set_state("failed", "crashed; see the log", error=f"{type(e).__name__}: {e}")
-        finally:
-            self._finished_sources.add(src.name)
+    async def _uploaded_voices(self) -> None:
+        """Voices uploaded in earlier runs (state folder) replace their `[[voices]]` entries."""
+        for vc in await anyio.to_thread.run_sync(self.voicestore.entries):
+            await self.engines.add_voice(vc)
 
     async def _signals(self, tg) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
@@ -249,7 +281,7 @@ class Daemon:
     async def _exit_when_done(self, tg) -> None:
         while True:
             await anyio.sleep(0.1)
-            live = [s for s in self.sources if s.name not in self._finished_sources]
+            live = [s for s in self.sources if s.name not in self.lineup.finished]
             if not live and self.speaker.idle():
                 await anyio.sleep(0.2)  # let the last events reach watchers
                 if self.speaker.idle():

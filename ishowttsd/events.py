@@ -191,6 +191,10 @@ _declare("voice.fallback", "The default voice is unusable; another voice speaks.
          voice="the unusable voice", engine="the engine speaking", reason="why")
 _declare("voices.reloaded", "Voices were prepared again (`ishowttsctl voices --reload`).",
          voices="the voices reloaded", errors="how many failed")
+_declare("voice.uploaded", "A voice got an uploaded reference recording (kept in the state folder).",
+         voice="the voice id", engine="the engine that prepared it", seconds="the recording's length")
+_declare("voice.restored", "A voice's upload was removed: the configured recording is back, or the voice is gone.",
+         voice="the voice id", now="config or removed")
 # -- sources and sinks ------------------------------------------------------------------------------------
 _declare("source.state", "A source's connection state changed (connecting, connected, backoff, down, ...).",
          _part_state_level, source="the source instance", state="its new state", detail="what it is doing",
@@ -202,6 +206,10 @@ _declare("source.connected", "A live source joined its room or channel.", source
          room="the room (Bilibili)", host="the server it reached", channel="the channel (Twitch)")
 _declare("source.warning", "A source met something the streamer should fix (an expired login cookie, masked names).",
          logging.WARNING, source="the source instance", warning="what to do")
+_declare("web.listening", "The web control room, overlay and HTTP API listen (`ishowttsctl web` prints the link).",
+         url="the address to open", remote="true when other machines can reach it")
+_declare("web.failed", "The web control room could not start; the daemon goes on without it.", logging.ERROR,
+         listen="the configured address", error="why, with the fix")
 # -- health -------------------------------------------------------------------------------------------------
 _declare("health.regression", "Speech got slower than its baseline: the rolling median RTF is over the margin.",
          lambda f: logging.ERROR if f.get("level") == "fail" else logging.WARNING,

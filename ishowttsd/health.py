@@ -252,7 +252,7 @@ class HealthMonitor:
                          "free space on the state directory's disk or fix its permissions", {"error": st["error"]})  # fmt: skip
         data = {k: st.get(k) for k in ("pending", "parked", "waiting_for_sink", "owed_in_queue")}
         if st["waiting_for_sink"]:
-            audible = [s for s in self.sinks if s.name in self.paid.audible]
+            audible = [s for s in self.sinks if s.name in self.paid.audible()]
             why = "; ".join(f"{s.name}: {s.state} {s.detail}".strip() for s in audible) or "no sink"
             return Check("paid", "warn", f"{st['waiting_for_sink']} paid or membership utterance(s) owed: no sink that "
                          f"people hear played them ({why})", "fix the sound device or OBS: owed speech is played as soon "

@@ -6,7 +6,8 @@ plugin folder (a package's relative imports work), or a module named by an entry
 :mod:`ishowttsd.plugins`) and use only what a plugin may use: this module,
 :mod:`ishowttsd.source`, :mod:`ishowttsd.sink`, :mod:`ishowttsd.engines.base`,
 :mod:`ishowttsd.messages` (the values and the payload readers ``as_int``/``as_str``),
-:mod:`ishowttsd.reconnect` (the backoff and the session loop of a live source), and
+:mod:`ishowttsd.reconnect` (the backoff and the session loop of a live source),
+:mod:`ishowttsd.channels` (frames to front-door clients, e.g. audio to browser overlays), and
 ``read_secret`` and ``ConfigError`` from :mod:`ishowttsd.config`.
 
 Plugins use functions decorated by :data:`hookimpl`. Each registration hook receives a

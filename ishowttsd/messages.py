@@ -237,6 +237,7 @@ class Utterance:
     deadline: float | None = None  # time.monotonic() after which it is stale
     message: Message | None = None  # what caused it, when it came from chat
     source: str = ""  # the source instance name, "control" for say/inject
+    options: dict[str, Any] = field(default_factory=dict)  # per-request engine options (speed, steps, ...)
     id: int = field(default_factory=lambda: next(_ids))
     created: float = field(default_factory=time.monotonic)
     created_wall: float = field(default_factory=time.time)

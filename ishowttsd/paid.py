@@ -47,11 +47,11 @@ class PaidSpeech:
     """Keeps owed speech through failures, crashes and restarts (see the module docstring).
 
     `said(u)`: whether an audible sink played `u` to its end (the speaker knows which sinks are
-    audible); `audible`: the names of those sinks.
+    audible); `audible()`: the names of those sinks now.
     """
 
     def __init__(self, cfg: Config, queue, events: EventBus, stopping: Callable[[], bool],
-                 said: Callable[[Utterance], bool], audible: frozenset[str]) -> None:  # fmt: skip
+                 said: Callable[[Utterance], bool], audible: Callable[[], frozenset[str]]) -> None:  # fmt: skip
         self.cfg = cfg
         self.queue = queue
         self.events = events
@@ -227,7 +227,7 @@ class PaidSpeech:
             while True:
                 with anyio.move_on_after(max(0.0, next_try - time.monotonic())):
                     ev = await sub.receive()
-                    if ev.get("state") == "ok" and ev.get("sink") in self.audible and self.waiting:
+                    if ev.get("state") == "ok" and ev.get("sink") in self.audible() and self.waiting:
                         log.info("sink %s is back: playing %d owed utterance(s) again", ev["sink"], len(self.waiting))
                         self.release()
                     continue

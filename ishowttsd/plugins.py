@@ -47,7 +47,9 @@ DEFAULT_PLUGINS = (
     f"{BUILTIN_PACKAGE}.sources.twitch",
     f"{BUILTIN_PACKAGE}.sources.youtube",
     f"{BUILTIN_PACKAGE}.sinks.alsa",
+    f"{BUILTIN_PACKAGE}.sinks.browser",
     f"{BUILTIN_PACKAGE}.sinks.file",
+    f"{BUILTIN_PACKAGE}.sinks.history",
     f"{BUILTIN_PACKAGE}.sinks.obs",
 )
 BUILTIN_KINDS = ("sources", "sinks")

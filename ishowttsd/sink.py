@@ -8,6 +8,7 @@ from typing import Any, AsyncIterator, ClassVar
 
 from pydantic import Field
 
+from ishowttsd.channels import Channels
 from ishowttsd.config import Config
 from ishowttsd.events import EventBus
 from ishowttsd.messages import AudioChunk, Utterance
@@ -32,9 +33,13 @@ class NotPlayed(Exception):
 
 @dataclass
 class SinkContext:
+    """What the daemon hands a sink: the event bus, the config, its state folder, and the
+    channels through which it can reach front-door clients (see :mod:`ishowttsd.channels`)."""
+
     events: EventBus
     config: Config
     state_dir: Path
+    channels: Channels = field(default_factory=Channels)
 
 
 @dataclass
@@ -124,6 +129,9 @@ class Sink(Part):
     # True for sinks that deliver audio to people (a sound card, OBS audio, a browser overlay);
     # a file archive is not. The `audible` setting overrides it.
     audible: ClassVar[bool] = False
+    # True for a sink that only mirrors what was spoken (the history): it never decides whether
+    # an utterance was said, not even in an archive-only setup
+    mirror: ClassVar[bool] = False
 
     def __init__(self, settings: SinkSettings, ctx: SinkContext) -> None:
         super().__init__(settings, ctx)

@@ -101,10 +101,6 @@ class Speaker:
         self.on_synthesized: list[Callable[[Utterance], object]] = []
         # called when one sink played an utterance to its end: (utterance, sink name)
         self.on_delivered: list[Callable[[Utterance, str], object]] = []
-        audible = {r.sink.name for r in self.sinks if r.sink.delivers_audio}
-        # an utterance counts as said once one of these played it; with no sink marked audible
-        # (an archive-only setup) any sink counts, and with no sink at all there is nothing to wait for
-        self.audible: frozenset[str] = frozenset(audible or (r.sink.name for r in self.sinks))
 
     # -- control -----------------------------------------------------------------------------
 
@@ -193,7 +189,7 @@ class Speaker:
             await self._slots.acquire()
             utt = await self.queue.get()
             try:
-                engine, voice = self.engines.resolve(utt.voice)
+                engine, voice = self.engines.resolve(utt.voice, utt.options)
             except Exception as e:  # one utterance's trouble must not end speech for good
                 log.exception("cannot find a voice for utterance %s", utt.id)
                 self.events.publish("failed", **utt.event_fields(), reason="voice", error=f"{type(e).__name__}: {e}")
@@ -222,10 +218,10 @@ class Speaker:
         voices: dict[int, Voice] = {}
 
         def fits(u: Utterance) -> bool:
-            if u.priority != head.priority:
+            if u.priority != head.priority or u.options != head.options:
                 return False
             try:
-                e, v = self.engines.resolve(u.voice)
+                e, v = self.engines.resolve(u.voice, u.options)
             except Exception:  # it fails on its own turn, with its own event
                 return False
             voices[u.id] = v
@@ -472,9 +468,16 @@ class Speaker:
             except Exception:
                 log.exception("an on_delivered callback failed for utterance %s", utt.id)
 
+    def audible(self) -> frozenset[str]:
+        """The sinks whose playing an utterance makes it said, now: those that deliver audio to
+        people (a browser sink only while an overlay listens); with none, in an archive-only
+        setup, any sink but a mirror (the history)."""
+        audible = {r.sink.name for r in self.sinks if r.sink.delivers_audio}
+        return frozenset(audible or (r.sink.name for r in self.sinks if not r.sink.mirror))
+
     def said(self, utt: Utterance) -> bool:
         """Whether a sink that people hear played `utt` to its end (trivially so with no sinks)."""
-        return not self.sinks or bool(utt.delivered & self.audible)
+        return not self.sinks or bool(utt.delivered & self.audible())
 
     def _publish_end(self, p: Prepared) -> None:
         utt = p.utterance

@@ -187,7 +187,7 @@ def test_f5_without_any_voice_falls_back_with_advice(tiny, tmp_path):
 
 
 def test_bench_runs_on_a_tiny_model(tiny, tmp_path):
-    from ishowttsd import bench
+    import ishowttsd.bench as bench
 
     cfg = write_config(tmp_path, tiny)
     out = tmp_path / "bench.json"

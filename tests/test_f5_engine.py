@@ -192,7 +192,7 @@ def test_reference_text_is_fed_as_upstream_feeds_it(given, fed):
 def test_durations_equal_upstreams(engine, tiny, monkeypatch):
     """Same reference, same text: upstream's F5TTS.infer() asks its sampler for the same number
     of frames as we do (the speech rate comes from the transcript's bytes per reference frame)."""
-    from ishowttsd import bench
+    from ishowttsd.bench import f5 as bench
 
     table = {"model": "tiny", "arch": f5_tiny.TINY_ARCH, "checkpoint": str(tiny["safetensors"]),
              "vocab": str(tiny["vocab"]), "vocoder": str(tiny["vocos"])}  # fmt: skip

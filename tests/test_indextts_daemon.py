@@ -111,7 +111,7 @@ def test_bad_checkpoint_falls_back_to_espeak(tiny, tmp_path):
 
 
 def test_bench_runs_on_a_tiny_model(tiny, tmp_path):
-    from ishowttsd import bench
+    import ishowttsd.bench as bench
 
     cfg = tmp_path / "bench.toml"
     cfg.write_text(indextts_tiny.engine_table(tiny))

@@ -1,10 +1,12 @@
 """Built-in plugins work from an installed wheel, not only from a checkout."""
 
 import json
+import os
 import subprocess
 import sys
 import venv
 
+import httpx
 import pytest
 
 from daemon_process import REPO, DaemonProcess, spoken_log
@@ -65,6 +67,22 @@ directory = "out"
     builtins = {name: path for name, origin, path in found["records"] if origin == "builtin"}
     assert set(builtins) >= {"sources/bilibili", "sinks/file"}
     assert all(path.startswith(package_dir) for path in builtins.values()), builtins
+    # the control room's pages and the overlay come from inside the installed package
+    static = subprocess.run([str(py), "-c", "import ishowttsd.web.routes as r; print(r.STATIC)"], check=True,
+                            capture_output=True, text=True, cwd=tmp_path).stdout.strip()  # fmt: skip
+    assert static.startswith(package_dir) and {"index.html", "app.js", "overlay.js", "login.html"} <= set(os.listdir(static))
+    (tmp_path / "web").mkdir()
+    with DaemonProcess(tmp_path / "web", '[daemon]\nstate_dir = "state"\n[web]\nlisten = "127.0.0.1:0"\n',
+                       exe=[str(env_dir / "bin" / "ishowttsd")]) as web:  # fmt: skip
+        link = web.request("web")
+        token = (tmp_path / "web" / "state" / "web-token").read_text().strip()
+        with httpx.Client(base_url=link["url"], trust_env=False, timeout=30) as c:
+            assert "ishowttsctl web" in c.get("/login").text
+            assert "connect(" in c.get("/static/app.js", headers={"Authorization": f"Bearer {token}"}).text
+            assert "overlay.js" in c.get(link["overlay_url"]).text
+            r = c.post("/v1/audio/speech", headers={"Authorization": f"Bearer {token}"},
+                       json={"input": "from the wheel", "response_format": "mp3"})  # fmt: skip
+            assert r.status_code == 200 and r.headers["content-type"] == "audio/mpeg"
     r = subprocess.run([str(env_dir / "bin" / "ishowttsctl"), "--socket", str(tmp_path / "none.sock"), "status"],
                        capture_output=True, text=True)  # fmt: skip
     assert r.returncode == 3 and "not running" in r.stderr

@@ -6,13 +6,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, Protocol
 
 import anyio
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from ishowttsd.config import Config
 from ishowttsd.messages import AudioChunk
@@ -43,6 +43,25 @@ class EngineSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class SpeechOptions(BaseModel):
+    """Per-request engine options (`say`, `/v1/audio/speech`): the base has what every engine
+    honours; an engine's `Options` subclass adds its own (F5: steps, cfg_strength, seed)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    speed: float | None = Field(default=None, ge=0.25, le=4.0, description="speaking rate; 1 is the voice's own")
+
+    @classmethod
+    def fields(cls) -> dict[str, dict[str, Any]]:
+        """The options for a form: name -> type, minimum, maximum, description."""
+        out = {}
+        for name, spec in cls.model_json_schema().get("properties", {}).items():
+            kind = next((a for a in spec.get("anyOf", [spec]) if a.get("type") != "null"), {})
+            out[name] = {k: kind[k] for k in ("type", "minimum", "maximum") if k in kind}
+            if "description" in spec:
+                out[name]["description"] = spec["description"]
+        return out
+
+
 @dataclass
 class Voice:
     """A voice an engine can speak with."""
@@ -59,6 +78,13 @@ class Voice:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def tuned(self, options: SpeechOptions) -> Voice:
+        """This voice with one request's options: speed multiplies, the others go into `options`
+        (where the engine reads them, as it reads a `[[voices]]` entry's `options`)."""
+        extra = options.model_dump(exclude_none=True)
+        speed = extra.pop("speed", 1.0)
+        return replace(self, speed=self.speed * speed, options={**self.options, **extra})
+
 
 @dataclass
 class EngineContext:
@@ -73,6 +99,10 @@ class Engine:
 
     name: ClassVar[str]
     Settings: ClassVar[type[EngineSettings]] = EngineSettings
+    # what a request may set for one utterance (see SpeechOptions)
+    Options: ClassVar[type[SpeechOptions]] = SpeechOptions
+    # whether `add_voice` clones a voice from `reference_audio` (uploaded voices need it)
+    clones: ClassVar[bool] = False
     # how many queued utterances `synthesize_batch` takes in one pass; at 1 the speaker streams
     # each utterance through `synthesize` and never calls `synthesize_batch`
     max_batch: int = 1

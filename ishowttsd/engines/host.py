@@ -185,16 +185,21 @@ class EngineHost:
         self._voices[voice.id] = (name, voice)
         return voice
 
-    def resolve(self, voice_id: str | None) -> tuple[Engine, Voice]:
-        """The engine and voice for an utterance; an unknown id falls back to the default voice,
-        a voice whose engine is unavailable to a voice of the fallback engine."""
+    def resolve(self, voice_id: str | None, options: dict[str, Any] | None = None) -> tuple[Engine, Voice]:
+        """The engine and voice for an utterance (with its per-request `options`, checked by the
+        engine's `Options`); an unknown id falls back to the default voice, a voice whose engine
+        is unavailable to a voice of the fallback engine."""
         name, voice = self._lookup(voice_id)
         if name in self.down:
             taken = self._fallback_for(voice)
             if taken is None:
                 raise EngineError(f"engine {name!r} is unavailable ({self.down[name]['error']}) and there is no working fallback")
-            return taken
-        return self._guarded(name), voice
+            engine, voice = taken
+        else:
+            engine = self._guarded(name)
+        if options:
+            voice = voice.tuned(engine.Options.model_validate(options))
+        return engine, voice
 
     def _lookup(self, voice_id: str | None) -> tuple[str, Voice]:
         if voice_id and voice_id in self._voices:
@@ -302,6 +307,15 @@ class EngineHost:
 
     def has_voice(self, voice_id: str) -> bool:
         return voice_id in self._voices
+
+    def engine_of(self, voice_id: str) -> str | None:
+        """The engine a voice belongs to, or None for an unknown voice."""
+        return self._voices[voice_id][0] if voice_id in self._voices else None
+
+    def forget_voice(self, voice_id: str) -> None:
+        """Stop offering a voice (an uploaded one that was removed); its utterances get the default."""
+        self._voices.pop(voice_id, None)
+        self.voice_errors.pop(voice_id, None)
 
     def voices(self) -> list[dict[str, Any]]:
         out = []

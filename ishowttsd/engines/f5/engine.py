@@ -20,7 +20,7 @@ from typing import Annotated, Any, Iterator, Literal
 import numpy as np
 from pydantic import Field
 
-from ishowttsd.engines.base import Cancel, Engine, EngineError, EngineSettings, Progress, Voice
+from ishowttsd.engines.base import Cancel, Engine, EngineError, EngineSettings, Progress, SpeechOptions, Voice
 from ishowttsd.engines.f5.reference import Reference, ReferenceCache
 from ishowttsd.engines.f5.text import normalize_ref_text, split_chunks
 from ishowttsd.engines.f5.weights import (
@@ -72,6 +72,14 @@ class F5Settings(EngineSettings):
     warmup_text: str = "Hello, 你好。"
 
 
+class F5Options(SpeechOptions):
+    """What one request may change: sampling steps, guidance strength and the noise seed."""
+
+    steps: int | None = Field(default=None, ge=1, le=64)
+    cfg_strength: float | None = Field(default=None, ge=0.0, le=10.0)
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
+
+
 @dataclass
 class _Job:
     index: int  # which output
@@ -79,11 +87,15 @@ class _Job:
     text: str
     ref: Reference
     speed: float
+    # (steps, cfg_strength, seed) from the voice's options; None: the engine's settings
+    sampling: tuple | None = None
 
 
 class F5Engine(Engine):
     name = "f5"
     Settings = F5Settings
+    Options = F5Options
+    clones = True
 
     def __init__(self, settings, ctx) -> None:
         super().__init__(settings, ctx)
@@ -256,7 +268,7 @@ class F5Engine(Engine):
         tail = None
         groups = [chunks[:1], chunks[1:]] if len(chunks) > 1 else [chunks]
         for group in groups:
-            jobs = [_Job(i, 0, c, ref, speed) for i, c in enumerate(group)]
+            jobs = [_Job(i, 0, c, ref, speed, self._sampling(voice)) for i, c in enumerate(group)]
             waves = self._run_jobs(jobs, cancel)
             if waves is None:
                 return
@@ -299,7 +311,7 @@ class F5Engine(Engine):
         for i, (text, voice) in enumerate(zip(texts, voices)):
             ref = self._reference_for(voice)
             speed = self.settings.speed * (voice.speed or 1.0)
-            jobs += [_Job(i, p, c, ref, speed) for p, c in enumerate(self.plan(text))]
+            jobs += [_Job(i, p, c, ref, speed, self._sampling(voice)) for p, c in enumerate(self.plan(text))]
         waves = self._run_jobs(jobs, cancel or threading.Event())
         if waves is None:
             return []
@@ -308,6 +320,11 @@ class F5Engine(Engine):
         for job, w in zip(jobs, waves):
             out[job.index] = w if job.part == 0 else crossfade_join(out[job.index], w, xf)
         return out
+
+    def _sampling(self, voice: Voice) -> tuple:
+        """(steps, cfg_strength, seed) for a voice: its options (a request's) over the settings."""
+        s, o = self.settings, voice.options
+        return (int(o.get("steps", s.steps)), float(o.get("cfg_strength", s.cfg_strength)), o.get("seed", s.seed))
 
     def _xf(self) -> int:
         return int(self.settings.crossfade_ms * SAMPLE_RATE / 1000)
@@ -328,7 +345,9 @@ class F5Engine(Engine):
         groups: list[list[int]] = []
         for i in sized:
             d = self._duration(jobs[i])[1]
-            if groups and len(groups[-1]) < self._pass_batch() and d <= self._duration(jobs[groups[-1][0]])[1] * self.settings.batch_ratio:
+            head = jobs[groups[-1][0]] if groups else None
+            if (head is not None and len(groups[-1]) < self._pass_batch() and head.sampling == jobs[i].sampling
+                    and d <= self._duration(head)[1] * self.settings.batch_ratio):  # fmt: skip
                 groups[-1].append(i)
             else:
                 groups.append([i])
@@ -349,6 +368,7 @@ class F5Engine(Engine):
         from ishowttsd.engines.f5.fast import bucket, sample
 
         s = self.settings
+        steps, cfg_strength, seed = jobs[0].sampling or (s.steps, s.cfg_strength, s.seed)
         sizes = [self._duration(j) for j in jobs]
         texts = convert_char_to_pinyin([j.ref.text + j.text for j in jobs])
         with self._lock, torch.inference_mode():
@@ -367,8 +387,8 @@ class F5Engine(Engine):
                                  "now stalls speech once; add a bucket to [engine.f5] buckets or lower ref_max_s or "
                                  "chunk_bytes", pad_to, max(s.buckets))  # fmt: skip
             mel = sample(
-                self._fast, cond, text_ids, durs, [r for r, _ in sizes], steps=s.steps, cfg_strength=s.cfg_strength,
-                sway=s.sway_sampling_coef, seed=s.seed, pad_to=pad_to, cancel=cancel, on_step=on_step,
+                self._fast, cond, text_ids, durs, [r for r, _ in sizes], steps=steps, cfg_strength=cfg_strength,
+                sway=s.sway_sampling_coef, seed=seed, pad_to=pad_to, cancel=cancel, on_step=on_step,
             )  # fmt: skip
             if mel is None:
                 return None

@@ -348,7 +348,7 @@ def run(args) -> dict[str, Any]:
     from ishowttsd.engines.base import EngineContext, Voice
     from ishowttsd.hardware import cpu_flags
     from ishowttsd.engines.kernels import rel_error
-    from ishowttsd.engines.indextts import files
+    import ishowttsd.engines.indextts.files as files
     from ishowttsd.engines.indextts.engine import IndexTTSEngine, IndexTTSSettings
 
     log = (lambda m: print(f"[bench {time.strftime('%H:%M:%S')}] {m}", file=sys.stderr, flush=True))
@@ -563,7 +563,7 @@ def teacher_forced_mel(e, text: str, codes: list[list[int]], voice_id: str = "be
     the sampling's divergence (one different token changes every token after it)."""
     import torch
 
-    from ishowttsd.engines.indextts import s2mel
+    import ishowttsd.engines.indextts.s2mel as s2mel
 
     p = e._prepared[voice_id]
     sp = p["speaker"]

@@ -99,7 +99,7 @@ class IndexTTSEngine(Engine):
         try:
             import torch
 
-            from ishowttsd.engines.indextts import files
+            import ishowttsd.engines.indextts.files as files
             from ishowttsd.engines.indextts.files import quiet
 
             with quiet():
@@ -108,8 +108,11 @@ class IndexTTSEngine(Engine):
             raise EngineError(
                 f"indextts: {e.name or e} is not installed; install the extra from the checkout: pip install -c constraints.txt '.[indextts]'"
             ) from None
-        from ishowttsd.engines import kernels
-        from ishowttsd.engines.indextts import frontend, gpt_fast, s2mel, voices
+        import ishowttsd.engines.kernels as kernels
+        import ishowttsd.engines.indextts.frontend as frontend
+        import ishowttsd.engines.indextts.gpt_fast as gpt_fast
+        import ishowttsd.engines.indextts.s2mel as s2mel
+        import ishowttsd.engines.indextts.voices as voices
 
         if s.threads:
             torch.set_num_threads(s.threads)
@@ -182,7 +185,7 @@ class IndexTTSEngine(Engine):
 
     def add_voice(self, voice: Voice) -> Voice:
         """Prepare (or re-prepare after an edit) a `[[voices]]` entry; cached by content hash."""
-        from ishowttsd.engines.indextts import voices as V
+        import ishowttsd.engines.indextts.voices as V
 
         if not self.loaded:
             raise EngineError("indextts: not loaded")
@@ -212,7 +215,7 @@ class IndexTTSEngine(Engine):
         return voice
 
     def speaker(self, path: Path, what: str = "voice"):
-        from ishowttsd.engines.indextts import voices as V
+        import ishowttsd.engines.indextts.voices as V
 
         try:
             data = path.read_bytes()
@@ -232,7 +235,7 @@ class IndexTTSEngine(Engine):
         return sp
 
     def _emotion_audio(self, speaker, path: Path, alpha: float, what: str):
-        from ishowttsd.engines.indextts import voices as V
+        import ishowttsd.engines.indextts.voices as V
 
         try:
             data = path.read_bytes()
@@ -247,7 +250,7 @@ class IndexTTSEngine(Engine):
         return speaker.base_emovec + alpha * (hit["emovec"] - speaker.base_emovec)
 
     def _load_qwen(self) -> None:
-        from ishowttsd.engines.indextts import files
+        import ishowttsd.engines.indextts.files as files
 
         if self.qwen is None:
             folder = self._resolve(self.settings.qwen_emotion) if self.settings.qwen_emotion else (
@@ -259,7 +262,7 @@ class IndexTTSEngine(Engine):
         too, a chat message's (emo_from_text) only in a bounded memory LRU."""
         import torch
 
-        from ishowttsd.engines.indextts import voices as V
+        import ishowttsd.engines.indextts.voices as V
 
         self._load_qwen()
         if not persist:
@@ -305,7 +308,7 @@ class IndexTTSEngine(Engine):
         """Stream `text` segment by segment, 200 ms of silence between them (as upstream)."""
         import torch
 
-        from ishowttsd.engines.indextts import voices as V
+        import ishowttsd.engines.indextts.voices as V
 
         if not self.loaded:
             raise EngineError("indextts: not loaded")
@@ -339,7 +342,9 @@ class IndexTTSEngine(Engine):
     def _segment(self, pieces: list[str], speaker, conds, gen, cancel) -> np.ndarray | None:
         import torch
 
-        from ishowttsd.engines.indextts import gpt_fast, s2mel, vocoder
+        import ishowttsd.engines.indextts.gpt_fast as gpt_fast
+        import ishowttsd.engines.indextts.s2mel as s2mel
+        import ishowttsd.engines.indextts.vocoder as vocoder
 
         s = self.settings
         ids = self.frontend.ids(pieces)
@@ -411,14 +416,16 @@ class IndexTTSEngine(Engine):
         """Run the whole path once on a synthetic reference; the front end's caches fill too."""
         import torch
 
-        from ishowttsd.engines.indextts import gpt_fast, s2mel, vocoder
+        import ishowttsd.engines.indextts.gpt_fast as gpt_fast
+        import ishowttsd.engines.indextts.s2mel as s2mel
+        import ishowttsd.engines.indextts.vocoder as vocoder
 
         s = self.settings
         progress("warming up", 0.0)
         g = torch.Generator().manual_seed(1)
         t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
         audio = (0.1 * np.sin(2 * np.pi * 150 * t) * (1 + 0.01 * torch.randn(len(t), generator=g).numpy())).astype(np.float32)
-        from ishowttsd.engines.indextts import voices as V
+        import ishowttsd.engines.indextts.voices as V
 
         audio16 = audio[np.arange(0, len(audio), SAMPLE_RATE / 16000).astype(int)]
         with self._lock, torch.inference_mode():

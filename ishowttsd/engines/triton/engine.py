@@ -28,7 +28,7 @@ from pydantic import Field
 
 from ishowttsd.config import ConfigError, read_secret
 from ishowttsd.engines.base import Engine, EngineError, EngineSettings, EngineUnavailable, Progress, Voice
-from ishowttsd.engines.triton import wire
+import ishowttsd.engines.triton.wire as wire
 from ishowttsd.messages import AudioChunk
 
 
@@ -124,7 +124,7 @@ class TritonEngine(Engine):
         try:
             import tritonclient.grpc as grpc
         except ImportError:
-            raise EngineError("triton: tritonclient is not installed; install the extra: pip install 'ishowttsd[triton]'") from None
+            raise EngineError("triton: tritonclient is not installed; install the extra from the checkout: pip install -c constraints.txt '.[triton]'") from None
         self._grpc = grpc
         token = self._token()
         self._headers = {s.auth_header: f"{s.auth_scheme} {token}".strip()} if token else {}

@@ -34,10 +34,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ishowttsd.bench import (DANMAKU, DEFAULT_REF_TEXT, _default_reference, _median, _r, build_engine, emit,
+from ishowttsd.bench.f5 import (DANMAKU, DEFAULT_REF_TEXT, _default_reference, _median, _r, build_engine, emit,
                              save_random_checkpoint)  # fmt: skip
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONTRIB = REPO / "contrib" / "triton" / "model_repository"
 
 

@@ -424,19 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    pick = argparse.ArgumentParser(add_help=False)
-    pick.add_argument("--engine", default="f5")
-    engine = pick.parse_known_args(argv)[0].engine
-    if engine == "indextts":  # its own options and table
-        from ishowttsd.engines.indextts import bench as indextts_bench
-
-        return indextts_bench.main(argv)
-    if engine == "triton":
-        from ishowttsd.bench_triton import main as triton
-
-        return triton(argv)
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
         result = run(args)
     except Exception as e:

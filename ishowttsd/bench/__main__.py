@@ -1,0 +1,5 @@
+import sys
+
+from ishowttsd.bench import main
+
+sys.exit(main())
