@@ -17,7 +17,9 @@ pytestmark = pytest.mark.slow
 def _config(tmp, tiny) -> str:
     (tmp / "voice.wav").write_bytes(tiny["ref"].read_bytes())
     return ('[engine]\ndefault = "espeak"\n\n' + f5_tiny.engine_table(tiny)
-            + f'\n[[voices]]\nid = "me"\nengine = "f5"\nreference_audio = "voice.wav"\nreference_text = "{f5_tiny.REF_TEXT}"\n')  # fmt: skip
+            + f'\n[[voices]]\nid = "me"\nengine = "f5"\nreference_audio = "voice.wav"\nreference_text = "{f5_tiny.REF_TEXT}"\n'
+            # what people hear: an audible file sink (the overlay counts only while a page listens)
+            + '\n[[sinks]]\ntype = "file"\ndirectory = "out"\naudible = true\n')  # fmt: skip
 
 
 def _cache(d) -> dict:
