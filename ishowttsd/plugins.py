@@ -184,8 +184,8 @@ class PluginManager:
         self.sinks: dict[str, type[Sink]] = {}
         self.engines: dict[str, type[Engine]] = {}
         self._modules: list[tuple[PluginRecord, Any]] = []
-        # (plugin name, function) of each ishowtts_rewrite_text, in load order (see rewrite_text)
-        self.rewriters: list[tuple[str, Any]] = []
+        # (plugin name, function, its argument names) of each ishowtts_rewrite_text, in load order
+        self.rewriters: list[tuple[str, Any, tuple[str, ...]]] = []
 
     # -- loading -------------------------------------------------------------------------
 
@@ -368,7 +368,8 @@ class PluginManager:
         impls = [impl for impl in self.pm.hook.ishowtts_rewrite_text.get_hookimpls()
                  if by_name.get(impl.plugin_name) is not None and by_name[impl.plugin_name].state == "loaded"]  # fmt: skip
         impls.sort(key=lambda impl: order.get(impl.plugin_name, len(order)))
-        self.rewriters = [(by_name[impl.plugin_name].name, impl.function) for impl in impls]
+        # like pluggy, hand each implementation only the arguments it names
+        self.rewriters = [(by_name[impl.plugin_name].name, impl.function, tuple(impl.argnames)) for impl in impls]
         for impl in impls:
             rec = by_name[impl.plugin_name]
             if "rewrite:text" not in rec.provides:
@@ -377,9 +378,10 @@ class PluginManager:
     def rewrite_text(self, text: str, message: Any, language: str, on_error) -> str:
         """Run every plugin's `ishowtts_rewrite_text` on `text`, in load order; one that raises
         or returns a non-string is handed to `on_error(plugin, exception)` and skipped."""
-        for name, fn in self.rewriters:
+        for name, fn, argnames in self.rewriters:
+            args = {"text": text, "message": message, "language": language}
             try:
-                out = fn(text=text, message=message, language=language)
+                out = fn(**{a: args[a] for a in argnames})
             except Exception as e:
                 on_error(name, e)
                 continue

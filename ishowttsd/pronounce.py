@@ -7,8 +7,9 @@ runs on the cleaned text (and the user's name) just before the template is fille
    the name goes through the replacements like text does;
 2. ``[moderation.replacements]``: plain words and phrases, matched case-insensitively in one
    pass over the text (Aho-Corasick, so thousands of entries cost no more than a few), the
-   longest match wins and matches never overlap; a key that starts or ends with a letter or
-   digit matches whole words only ("lol" is not found in "lollipop"), CJK keys match anywhere;
+   longest match wins and matches never overlap; a key that starts or ends with a Latin letter
+   is not found inside a longer word ("lol" in "lollipop"), nor one that starts or ends with a
+   digit inside a longer number ("666" in "6666"); "yyds666" holds both, CJK keys match anywhere;
 3. ``[moderation.replacement_patterns]``: regular expressions (the `regex` module), in file
    order, on what the plain entries left; all of them together get `pattern_timeout_ms` per
    message, and a pattern that runs out is skipped for that message, counted and reported once;
@@ -79,8 +80,13 @@ def language_of(text: str, default: str = "zh") -> str:
     return default
 
 
-def _word_char(ch: str) -> bool:
-    return ch.isalnum() and not _CJK.match(ch)
+def _char_class(ch: str) -> str:
+    """For whole-word matching: "a" for a letter outside CJK, "0" for a digit, "" otherwise."""
+    if ch.isdigit():
+        return "0"
+    if ch.isalpha() and not _CJK.match(ch):
+        return "a"
+    return ""
 
 
 # -- numbers -----------------------------------------------------------------------------------
@@ -354,7 +360,7 @@ class Pronouncer:
                 low = k.lower()
                 if len(low) != len(k):
                     low = k
-                a.add_word(low, (len(low), say, _word_char(low[0]), _word_char(low[-1])))
+                a.add_word(low, (len(low), say, _char_class(low[0]), _char_class(low[-1])))
             a.make_automaton()
             self.automaton = a
         self.patterns: list[tuple[int, str, regex.Pattern, str]] = []
@@ -448,9 +454,9 @@ class Pronouncer:
             start = end - length + 1
             if start < pos:
                 continue
-            if left and start > 0 and _word_char(s[start - 1]):
-                continue
-            if right and end + 1 < len(s) and _word_char(s[end + 1]):
+            if left and start > 0 and _char_class(s[start - 1]) == left:
+                continue  # "lol" inside "lollipop", "666" inside "6666"
+            if right and end + 1 < len(s) and _char_class(s[end + 1]) == right:
                 continue
             if start > pos:
                 out.append((s[pos:start], False))
