@@ -40,6 +40,7 @@ State that must survive a config reload (cooldowns, recent texts and ids, open c
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import string
@@ -53,7 +54,7 @@ import emoji
 
 from ishowttsd.config import ConfigError, ModerationConfig
 from ishowttsd.messages import Kind, Message, Priority, User, Utterance, as_int
-from ishowttsd.pronounce import Pronouncer
+from ishowttsd.pronounce import MAYBE_EMOJI, Pronouncer
 
 DEFAULT_TEMPLATES: dict[str, str] = {
     "danmaku": "{user}说：{text}",
@@ -479,7 +480,7 @@ class Moderator:
         fields = _Fields(_template_fields(m, text))
         if self.pronounce.active:
             fields["user"] = self.pronounce.name(m)
-            for k in NUMBER_FIELDS:
+            for k in _number_fields(tpl):
                 fields[k] = self.pronounce.field(fields[k], tpl)
         fields.update(more)
         return _WS.sub(" ", tpl.format_map(fields)).strip()
@@ -497,10 +498,19 @@ class Moderator:
         return self.cfg.kind_voices.get(m.kind.value) or self.cfg.default_voice
 
 
+@functools.lru_cache(maxsize=256)
+def _number_fields(template: str) -> tuple[str, ...]:
+    """The fields of NUMBER_FIELDS a template uses."""
+    used = {f for _, f, _, _ in string.Formatter().parse(template) if f}
+    return tuple(f for f in NUMBER_FIELDS if f in used)
+
+
 def _limit_emoji(text: str, keep: int) -> str:
     """`text` with the emoji past the first `keep` removed. What is one emoji comes from
     Unicode's own data (the `emoji` package): a flag, a keycap, a tag flag, a skin tone or a
     family joined by ZWJ is one, and is kept or removed whole; ☆ and ✓ are not emoji."""
+    if len(text) <= keep or not MAYBE_EMOJI.search(text):
+        return text
     found = emoji.emoji_list(text)
     if len(found) <= keep:
         return text

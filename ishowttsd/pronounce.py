@@ -46,6 +46,9 @@ log = logging.getLogger("ishowttsd.pronounce")
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0002FFFF]")
 _LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
+# every emoji holds one of these; text without any skips the emoji library's full scan
+MAYBE_EMOJI = re.compile(r"[\u00a9\u00ae\u200d\u203c-\u3299\ufe0f\U0001F000-\U0001FAFF\U000E0020-\U000E007F]")
+NAME_CACHE = 4096  # spoken names remembered (chat repeats its regulars); the cache starts over when full
 
 # numbers, from the most specific shape to the least; a digit that is part of a keycap emoji
 # (1️⃣) is never touched
@@ -370,6 +373,7 @@ class Pronouncer:
         self.timeout_s = cfg.pattern_timeout_ms / 1000.0
         self._timed_out: set[int] = set()  # patterns already reported (once per config load)
         self._failed: set[int] = set()
+        self._names: dict[tuple[str, str, str], tuple[str, bool]] = {}
         self.active = bool(self.nicknames or self.automaton or self.patterns or cfg.read_numbers or cfg.emoji != "keep"
                            or rewrite is not None)  # fmt: skip
 
@@ -389,18 +393,27 @@ class Pronouncer:
 
     def name(self, m: Message, count: bool = False) -> str:
         """The name said for the message's user: the nickname, or the name with replacements."""
+        key = (m.platform, m.user.id, m.user.name)
+        hit = self._names.get(key)
+        if hit is None:
+            if len(self._names) >= NAME_CACHE:
+                self._names.clear()
+            hit = self._names[key] = self._name(m)
+        if count and hit[1]:
+            self.counts["nicknames"] += 1
+        return hit[0]
+
+    def _name(self, m: Message) -> tuple[str, bool]:
         nick = self.nickname(m.platform, m.user)
         if nick is not None:
-            if count:
-                self.counts["nicknames"] += 1
-            return nick
+            return nick, True
         name = m.user.name or "someone"
         if not (self.automaton or self.patterns or self.cfg.emoji != "keep"):
-            return name
-        segments = self._replace([(name, False)], deadline=None, count=count)
+            return name, False
+        segments = self._replace([(name, False)], deadline=None, count=False)
         lang = language_of(name, self.cfg.default_language)
-        segments = self._emoji(segments, lang, count=count)
-        return "".join(s for s, _ in segments).strip() or name
+        segments = self._emoji(segments, lang, count=False)
+        return "".join(s for s, _ in segments).strip() or name, False
 
     # -- text ----------------------------------------------------------------------------------
 
@@ -534,7 +547,7 @@ class Pronouncer:
             return segments
         out: list[Segment] = []
         for s, fixed in segments:
-            found = [] if fixed else emoji.emoji_list(s)
+            found = [] if fixed or not MAYBE_EMOJI.search(s) else emoji.emoji_list(s)
             if not found:
                 out.append((s, fixed))
                 continue
