@@ -1,4 +1,4 @@
-"""Saying names and words right: nicknames, replacements, numbers, emoji and plugin rewrites.
+r"""Saying names and words right: nicknames, replacements, numbers, emoji and plugin rewrites.
 
 Moderation decides *whether* a message is said; this module decides *how its words sound*. It
 runs on the cleaned text (and the user's name) just before the template is filled:
@@ -14,13 +14,15 @@ runs on the cleaned text (and the user's name) just before the template is fille
    order, on what the plain entries left; all of them together get `pattern_timeout_ms` per
    message, and a pattern that runs out is skipped for that message, counted and reported once;
 4. emoji (``emoji = "drop" | "name"``) and numbers (``read_numbers``) in what is left: what a
-   replacement produced is said as the streamer wrote it, digits included;
+   plain replacement or a nickname produced is said as the streamer wrote it, digits included;
+   a pattern's result has its numbers read (``'(\d+)kg' = '\1公斤'`` says 六十公斤);
 5. the ``ishowtts_rewrite_text`` plugin hook, in plugin load order; a plugin that raises is
    reported and skipped. This module is the first such plugin (an internal one, like the
    engines): it folds full-width letters and digits (ｌｏｌ → lol) that engines stumble on.
 
-The text's language is judged from its script, per message: any Chinese, Japanese or Korean
-character makes it ``zh``, Latin letters ``en``, neither `default_language`.
+The text's language is judged from its script, per message, once the replacements are made:
+any Chinese, Japanese or Korean character makes it ``zh``, Latin letters ``en``, neither
+`default_language`.
 """
 
 from __future__ import annotations
@@ -330,7 +332,11 @@ def compile_pattern(key: str, say: str, where: str) -> regex.Pattern:
 
 # -- the whole step --------------------------------------------------------------------------
 
-Segment = tuple[str, bool]  # (text, fixed): a fixed piece is said as the streamer wrote it
+# (text, state): OPEN text goes through every step; a pattern's result (MATCHED) is not
+# replaced again but has its numbers and emoji read ('(\d+)kg' = '\1公斤': 六十公斤); a FIXED
+# piece (a plain replacement, an emoji's name) is said exactly as written
+OPEN, MATCHED, FIXED = 0, 1, 2
+Segment = tuple[str, int]
 
 
 class Pronouncer:
@@ -410,7 +416,7 @@ class Pronouncer:
         name = m.user.name or "someone"
         if not (self.automaton or self.patterns or self.cfg.emoji != "keep"):
             return name, False
-        segments = self._replace([(name, False)], deadline=None, count=False)
+        segments = self._replace([(name, OPEN)], deadline=None, count=False)
         lang = language_of(name, self.cfg.default_language)
         segments = self._emoji(segments, lang, count=False)
         return "".join(s for s, _ in segments).strip() or name, False
@@ -421,16 +427,17 @@ class Pronouncer:
         """The text as it should be said."""
         if not self.active or not text:
             return text
-        lang = language_of(text, self.cfg.default_language)
-        segments = self._replace([(text, False)], deadline=time.monotonic() + self.timeout_s, count=True)
+        segments = self._replace([(text, OPEN)], deadline=time.monotonic() + self.timeout_s, count=True)
+        # judged on what will be said: "yyds 60kg" with yyds = 永远的神 is Chinese
+        lang = language_of("".join(s for s, _ in segments) if len(segments) > 1 else text, self.cfg.default_language)
         segments = self._emoji(segments, lang, count=True)
         if self.cfg.read_numbers:
             out = []
-            for s, fixed in segments:
-                if not fixed and any(c.isdigit() for c in s):
+            for s, state in segments:
+                if state != FIXED and any(c.isdigit() for c in s):
                     s, n = read_numbers(s, lang)
                     self.counts["numbers"] += n
-                out.append((s, fixed))
+                out.append((s, state))
             segments = out
         text = re.sub(r"\s+", " ", "".join(s for s, _ in segments)).strip()
         if self.rewrite is not None and text:
@@ -449,8 +456,8 @@ class Pronouncer:
     def _replace(self, segments: list[Segment], deadline: float | None, count: bool) -> list[Segment]:
         if self.automaton is not None:
             out: list[Segment] = []
-            for s, fixed in segments:
-                out.extend([(s, fixed)] if fixed else self._plain(s, count))
+            for s, state in segments:
+                out.extend(self._plain(s, count) if state == OPEN else [(s, state)])
             segments = out
         if self.patterns:
             for i, key, pat, say in self.patterns:
@@ -472,22 +479,22 @@ class Pronouncer:
             if right and end + 1 < len(s) and _char_class(s[end + 1]) == right:
                 continue
             if start > pos:
-                out.append((s[pos:start], False))
-            out.append((say, True))
+                out.append((s[pos:start], OPEN))
+            out.append((say, FIXED))
             pos = end + 1
             if count:
                 self.counts["replacements"] += 1
         if pos == 0:
-            return [(s, False)]
+            return [(s, OPEN)]
         if pos < len(s):
-            out.append((s[pos:], False))
+            out.append((s[pos:], OPEN))
         return out
 
     def _pattern(self, segments, i, key, pat, say, deadline, count) -> list[Segment]:
         out: list[Segment] = []
-        for s, fixed in segments:
-            if fixed or not s:
-                out.append((s, fixed))
+        for s, state in segments:
+            if state != OPEN or not s:
+                out.append((s, state))
                 continue
             timeout = None if deadline is None else deadline - time.monotonic()
             try:
@@ -498,8 +505,8 @@ class Pronouncer:
                 for mt in pat.finditer(s, timeout=timeout):
                     if mt.end() == mt.start():
                         continue  # an empty match replaces nothing
-                    pieces.append((s[pos : mt.start()], False))
-                    pieces.append((mt.expand(say), True))
+                    pieces.append((s[pos : mt.start()], OPEN))
+                    pieces.append((mt.expand(say), MATCHED))
                     pos = mt.end()
                     if count:
                         self.counts["pattern_replacements"] += 1
@@ -510,10 +517,10 @@ class Pronouncer:
                 self._pattern_failed(i, key, e)
                 return segments
             if pos == 0:
-                out.append((s, False))
+                out.append((s, OPEN))
                 continue
-            pieces.append((s[pos:], False))
-            out.extend(p for p in pieces if p[0] or p[1])
+            pieces.append((s[pos:], OPEN))
+            out.extend(p for p in pieces if p[0] or p[1] != OPEN)
         return out
 
     def _pattern_timed_out(self, i: int, key: str) -> None:
@@ -546,22 +553,22 @@ class Pronouncer:
         if mode == "keep":
             return segments
         out: list[Segment] = []
-        for s, fixed in segments:
-            found = [] if fixed or not MAYBE_EMOJI.search(s) else emoji.emoji_list(s)
+        for s, state in segments:
+            found = [] if state == FIXED or not MAYBE_EMOJI.search(s) else emoji.emoji_list(s)
             if not found:
-                out.append((s, fixed))
+                out.append((s, state))
                 continue
             pos = 0
             for e in found:
-                out.append((s[pos : e["match_start"]], False))
+                out.append((s[pos : e["match_start"]], state))
                 if mode == "name":
-                    out.append((" " + emoji_name(e["emoji"], lang) + " ", True))
+                    out.append((" " + emoji_name(e["emoji"], lang) + " ", FIXED))
                     if count:
                         self.counts["emoji_named"] += 1
                 elif count:
                     self.counts["emoji_dropped"] += 1
                 pos = e["match_end"]
-            out.append((s[pos:], False))
+            out.append((s[pos:], state))
         return out
 
     def status(self) -> dict[str, Any]:

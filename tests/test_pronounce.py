@@ -163,7 +163,7 @@ def test_thousands_of_entries_stay_fast():
 
 def test_patterns_replace_with_groups_in_file_order_after_plain_entries():
     mod = moderator(replacement_patterns={r"(\d+)kg": r"\1公斤", r"ha(ha)+": "哈哈", r"公斤": "no"})
-    assert said(mod, msg("我重60kg hahaha")) == "阿伟说：我重60公斤 哈哈"  # a result is not matched again
+    assert said(mod, msg("我重60kg hahaha")) == "阿伟说：我重60公斤 哈哈"  # a result is not matched again (numbers off)
     assert mod.status()["counts"]["pattern_replacements"] == 2
     # plain entries come first: what they replaced is not seen by the patterns
     mod = moderator(replacements={"kg": "千克"}, replacement_patterns={r"(\d+)kg": r"\1公斤"})
@@ -306,7 +306,7 @@ def test_the_daemon_says_names_and_words_right_and_a_reload_changes_a_nickname(t
         assert inject(d, "boom 3", name="viewer42", uid="42", platform="twitch")["accepted"]
         d.wait_for(lambda: len(spoken_log(tmp_path / "out")) == 3, what="three lines said")
         said_ = [r["said"] for r in spoken_log(tmp_path / "out")]
-        assert said_[0] == "明哥说：主播永远的神，二零二六年见 笑哭了 ，百分之三点五，重60公斤！"
+        assert said_[0] == "明哥说：主播永远的神，二零二六年见 笑哭了 ，百分之三点五，重六十公斤！"
         assert said_[1] == "Forty Two says: good game at twelve thirty, five dollars for my wolf!"
         assert said_[2] == "Forty Two says: boom three!"  # c_boom raised: skipped, the line still said
         status = d.request("status")
@@ -333,3 +333,17 @@ def test_the_daemon_says_names_and_words_right_and_a_reload_changes_a_nickname(t
         r = d.ctl("reload", check=False)
         assert r.returncode != 0 and "possessive" in (r.stdout + r.stderr)
         assert inject(d, "晚上好呀")["text"] == "小明同学说：晚上好呀！"
+
+
+def test_the_example_configs_pronunciation_tables_load_and_work():
+    from pathlib import Path
+
+    from ishowttsd.config import load_config
+
+    root = Path(__file__).parent.parent / "config"
+    cfg = load_config(root / "example-moderation.toml")
+    mod = Moderator(cfg.moderation.model_copy(update={"read_numbers": True}), DEFAULT_TTL)
+    out = said(mod, msg("yyds 60kg lol www", platform="twitch", name="xX_Sn1per_Xx"))
+    assert out == "Sniper says: 永远的神 六十公斤 laugh out loud 哈哈哈"
+    assert said(mod, msg("主播666", uid="12345")) == "小明说：主播溜溜溜"
+    Moderator(load_config(root / "example.toml").moderation, DEFAULT_TTL)
