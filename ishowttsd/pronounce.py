@@ -416,7 +416,7 @@ class Pronouncer:
         name = m.user.name or "someone"
         if not (self.automaton or self.patterns or self.cfg.emoji != "keep"):
             return name, False
-        segments = self._replace([(name, OPEN)], deadline=None, count=False)
+        segments = self._replace([(name, OPEN)], deadline=time.monotonic() + self.timeout_s, count=False)
         lang = language_of(name, self.cfg.default_language)
         segments = self._emoji(segments, lang, count=False)
         return "".join(s for s, _ in segments).strip() or name, False

@@ -210,6 +210,10 @@ def test_a_pattern_that_runs_out_of_time_is_skipped_counted_and_reported_once():
     assert c["pattern_timeouts"] >= 2
     assert [e for e, _ in events].count("pronounce.pattern_timeout") == 2  # once per pattern
     assert "pattern_timeout_ms" in events[0][1]["advice"]
+    # names are bounded the same way
+    t = time.perf_counter()
+    assert said(mod, msg("hi", platform="twitch", name="a" * 40, uid="a")) == "a" * 40 + " says: hi"
+    assert time.perf_counter() - t < 0.5
 
 
 # -- the rewrite hook ------------------------------------------------------------------------
