@@ -351,3 +351,16 @@ def test_the_example_configs_pronunciation_tables_load_and_work():
     assert out == "Sniper says: 永远的神 六十公斤 laugh out loud 哈哈哈"
     assert said(mod, msg("主播666", uid="12345")) == "小明说：主播溜溜溜"
     Moderator(load_config(root / "example.toml").moderation, DEFAULT_TTL)
+
+
+def test_the_benchmark_runs_and_writes_its_json(tmp_path, capsys):
+    import json
+
+    from ishowttsd.bench.moderation import main
+
+    out = tmp_path / "bench.json"
+    assert main(["--messages", "60", "--entries", "200", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["messages"] == 60 and r["config_on"]["replacements"] == 200 and r["cpu"]
+    assert r["rejected"] == {"off": 0, "on": 0} and r["on"]["p99_ms"] > 0 and r["ratio"]["p99"] > 0
+    assert "p99" in capsys.readouterr().out
