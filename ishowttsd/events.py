@@ -123,8 +123,9 @@ _declare("pronounce.pattern_timeout", "A `[moderation.replacement_patterns]` pat
          "was skipped for it; reported once per pattern per config load (`status` → moderation counts each).",
          logging.WARNING, pattern="the pattern", timeout_ms="pattern_timeout_ms", advice="what to do")
 _declare("pronounce.rewrite_failed", "A plugin's `ishowtts_rewrite_text` raised (or returned no string) and was "
-         "skipped; the message is said without that rewrite.", logging.WARNING,
-         plugin="the plugin", error="what it raised")
+         "skipped; the message is said without that rewrite. At most once a minute per plugin; `status` counts "
+         "every failure.", logging.WARNING, plugin="the plugin", error="what it raised",
+         failures="its failures since the config was loaded")
 _declare("queued", "An utterance entered the queue.", **UTTERANCE, pending="utterances waiting now")
 _declare("dropped", "An utterance left the queue unsaid: the bound, an operator's remove or clear, a deletion.",
          _owed_level, **UTTERANCE, reason="queue_full, removed, cleared, deleted:<why>")

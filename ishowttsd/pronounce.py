@@ -50,6 +50,7 @@ _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-
 _LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
 # every emoji holds one of these; text without any skips the emoji library's full scan
 MAYBE_EMOJI = re.compile(r"[\u00a9\u00ae\u200d\u203c-\u3299\ufe0f\U0001F000-\U0001FAFF\U000E0020-\U000E007F]")
+REWRITE_REPORT_EVERY_S = 60.0  # a failing rewrite plugin is reported at most this often (counted every time)
 NAME_CACHE = 4096  # spoken names remembered (chat repeats its regulars); the cache starts over when full
 
 # numbers, from the most specific shape to the least; a digit that is part of a keycap emoji
@@ -101,6 +102,11 @@ def _digits(s: str, lang: str) -> str:
     if lang == "zh":
         return "".join(_ZH_DIGITS[int(c)] for c in s)
     return " ".join(_EN_DIGITS[int(c)] for c in s)
+
+
+# cn2an.transform() finds numbers in a sentence by itself, but reads 12:30 as 十二:三十, ¥5 as
+# ¥五, 2026-12-02 as 二千零二十六负十二负二 and a phone number as an amount: the shapes are found
+# here, and cn2an's an2cn says each number.
 
 
 def spell_integer(s: str, lang: str) -> str | None:
@@ -380,6 +386,8 @@ class Pronouncer:
         self._timed_out: set[int] = set()  # patterns already reported (once per config load)
         self._failed: set[int] = set()
         self._names: dict[tuple[str, str, str], tuple[str, bool]] = {}
+        self._rewrite_failures: dict[str, int] = {}
+        self._rewrite_reported: dict[str, float] = {}
         self.active = bool(self.nicknames or self.automaton or self.patterns or cfg.read_numbers or cfg.emoji != "keep"
                            or rewrite is not None)  # fmt: skip
 
@@ -543,10 +551,17 @@ class Pronouncer:
 
     def _rewrite_failed(self, plugin: str, e: BaseException) -> None:
         self.counts["rewrite_errors"] += 1
+        failures = self._rewrite_failures[plugin] = self._rewrite_failures.get(plugin, 0) + 1
+        now = time.monotonic()
+        last = self._rewrite_reported.get(plugin)
+        if last is not None and now - last < REWRITE_REPORT_EVERY_S:
+            return  # a plugin that fails on every line is reported, not repeated line by line
+        self._rewrite_reported[plugin] = now
         error = f"{type(e).__name__}: {e}"
-        log.warning("plugin %s: ishowtts_rewrite_text raised and was skipped (the text goes on without it): %s", plugin, error)
+        log.warning("plugin %s: ishowtts_rewrite_text failed and was skipped (the text goes on without it; %d failure(s) "
+                    "so far): %s", plugin, failures, error)  # fmt: skip
         if self.report is not None:
-            self.report("pronounce.rewrite_failed", plugin=plugin, error=error)
+            self.report("pronounce.rewrite_failed", plugin=plugin, error=error, failures=failures)
 
     def _emoji(self, segments: list[Segment], lang: str, count: bool) -> list[Segment]:
         mode = self.cfg.emoji
