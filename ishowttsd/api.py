@@ -287,6 +287,7 @@ class Api:
             "counts": self.counts(),
             "events": dict(self.events.counts),
             "reasons": dict(self.events.reasons),
+            "moderation": self.intake.moderator.status(),
             "queue": self.queue.stats(),
             "journal": self.paid.status(),
             "speaker": self.speaker.status(),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -123,6 +123,23 @@ class ModerationConfig(Strict):
     min_gift_value: float = Field(default=0.0, ge=0.0)  # paid gifts worth less are not read
     read_free_gifts: bool = True
     combo_window_s: float = Field(default=5.0, ge=0.0)  # gift combos merged into one utterance
+    # saying names and words right (ishowttsd/pronounce.py), before templates are filled:
+    # a user ("name", "id" or "platform:id", like user_voices) -> the name spoken for them
+    nicknames: dict[str, str] = Field(default_factory=dict)
+    # a word or phrase -> how it is spoken; case-insensitive, longest match wins, whole words
+    # for Latin keys ("lol" is not found in "lollipop"); thousands of entries cost no more
+    replacements: dict[str, str] = Field(default_factory=dict)
+    # a regular expression (the `regex` module, case-insensitive) -> its replacement (\1, \g<name>),
+    # applied in file order to what `replacements` left; checked (and dangerous ones refused) by moderation.py
+    replacement_patterns: dict[str, str] = Field(default_factory=dict)
+    # all replacement_patterns together may take this long per message; one that runs out is skipped
+    pattern_timeout_ms: float = Field(default=20.0, gt=0, le=1000)
+    # numbers, dates, times, percentages and money as words in the text's language (2026年 -> 二零二六年,
+    # $5 -> five dollars). Off by default: espeak reads digits itself; neural engines (F5) need it on
+    read_numbers: bool = False
+    emoji: Literal["keep", "drop", "name"] = "keep"  # drop emoji, or read them by name (笑哭了, thumbs up)
+    # the language of a text with neither CJK characters nor Latin letters ("😂", "666")
+    default_language: Literal["zh", "en"] = "zh"
 
     @field_validator("read_username", "kind_voices")
     @classmethod
@@ -133,6 +150,14 @@ class ModerationConfig(Strict):
         bad = sorted(k for k in v if k not in kinds)
         if bad:
             raise ValueError(f"unknown kind(s) {bad}; use {kinds}")
+        return v
+
+    @field_validator("nicknames", "replacements")
+    @classmethod
+    def _keys(cls, v: dict[str, str]) -> dict[str, str]:
+        empty = [k for k in v if not k.strip()]
+        if empty:
+            raise ValueError("an empty key; write a user (for nicknames) or the word or phrase to replace")
         return v
 
     @field_validator("block_patterns")

@@ -51,7 +51,8 @@ class Daemon:
         self.queue = SpeechQueue(q.max_pending, self.events, flood_threshold=q.flood_threshold, flood_announce=q.flood_announce)
         self.ttl = ttl_from_config(q.ttl)
         try:
-            self.moderator = Moderator(cfg.moderation, self.ttl)  # checks the templates: an error here is early
+            # checks the templates and replacement patterns: an error here is early
+            self.moderator = Moderator(cfg.moderation, self.ttl, report=self.events.publish, rewrite=self.plugins.rewrite_text)
         except ConfigError as e:
             raise ConfigError(f"{cfg.path or 'config'}: {e}") from None
         # a voice upload (base64) must fit one request line
@@ -178,7 +179,8 @@ class Daemon:
         EngineHost(new, self.plugins.engines, self.events)  # checks engines, engine tables, voices
         ttl = ttl_from_config(new.queue.ttl)
         try:
-            moderator = Moderator(new.moderation, ttl, state=self.intake.moderator.state)  # validates templates too
+            moderator = Moderator(new.moderation, ttl, state=self.intake.moderator.state,  # validates templates too
+                                  report=self.events.publish, rewrite=self.plugins.rewrite_text)
         except ConfigError as e:
             raise ConfigError(f"{self.cfg.path}: {e}") from None
         changed = [k for k in ("moderation", "queue") if getattr(new, k) != getattr(self.cfg, k)]

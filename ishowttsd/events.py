@@ -119,6 +119,13 @@ _declare("filtered", "Moderation decided not to say a message; `reason` says why
          reason="a short code: blocked_word, too_long, duplicate, ...", detail="the rule that applied, in words")
 _declare("merged", "A gift joined a combo that is still waiting: the waiting utterance now says the total.",
          **UTTERANCE, total="the combo's total", message_id="the platform's message id")
+_declare("pronounce.pattern_timeout", "A `[moderation.replacement_patterns]` pattern ran out of time on a message and "
+         "was skipped for it; reported once per pattern per config load (`status` → moderation counts each).",
+         logging.WARNING, pattern="the pattern", timeout_ms="pattern_timeout_ms", advice="what to do")
+_declare("pronounce.rewrite_failed", "A plugin's `ishowtts_rewrite_text` raised (or returned no string) and was "
+         "skipped; the message is said without that rewrite. At most once a minute per plugin; `status` counts "
+         "every failure.", logging.WARNING, plugin="the plugin", error="what it raised",
+         failures="its failures since the config was loaded")
 _declare("queued", "An utterance entered the queue.", **UTTERANCE, pending="utterances waiting now")
 _declare("dropped", "An utterance left the queue unsaid: the bound, an operator's remove or clear, a deletion.",
          _owed_level, **UTTERANCE, reason="queue_full, removed, cleared, deleted:<why>")

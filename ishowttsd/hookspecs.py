@@ -59,3 +59,22 @@ def ishowtts_register_engines(register):
     engine's own settings come from the ``[engine.<name>]`` table, validated by
     ``cls.Settings``. Keep heavy imports (torch) inside ``load()``, not at module level.
     """
+
+
+@hookspec
+def ishowtts_rewrite_text(text, message, language):
+    """Rewrite the text of a message before it is said (a translation, a custom lexicon).
+
+    Called for every message moderation lets through, after the built-in pronunciation step
+    (nicknames, ``[moderation.replacements]``, emoji, numbers) and before the template is
+    filled. ``text`` is the text so far (earlier plugins' rewrites included), ``message`` the
+    :class:`ishowttsd.messages.Message` (read it, do not change it), ``language`` ``"zh"`` or
+    ``"en"`` as judged from the text's script. Return the new text, or None to leave it.
+    Return ``""`` to say nothing of the text (a chat line is then dropped as ``empty``).
+
+    Plugins are called one after another in the order they are loaded (built-ins, entry
+    points, then the plugin folders in order, files by name), each seeing the previous one's
+    result. A plugin that raises or returns something other than a string is reported (log,
+    a ``pronounce.rewrite_failed`` event, a counter in ``status``) and skipped: the message is
+    said without its rewrite. The call is on the event loop: keep it fast (no network).
+    """

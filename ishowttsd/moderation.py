@@ -18,6 +18,8 @@ Every rejection carries a short machine-readable reason (counted in `status`, st
 - ``empty``: nothing left to say; ``blocked_word`` / ``blocked_pattern`` (on the text before and
   after cleaning, and the user name);
 - ``duplicate`` (same text within `duplicate_window_s`), ``cooldown`` (`user_cooldown_s`) for chat;
+- the words are made sayable (``pronounce.py``): nicknames, replacements, emoji read or dropped,
+  numbers as words, plugin rewrites; ``empty`` when that leaves nothing;
 - ``too_long`` (`max_chars`, counted before repeats are collapsed: a wall of one character is
   refused, not read as three), ``too_long_spoken`` (`max_spoken_s`, estimated from the text with
   `cjk_chars_per_s` / `latin_chars_per_s`). Paid and membership speech is never refused for
@@ -38,12 +40,13 @@ State that must survive a config reload (cooldowns, recent texts and ids, open c
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import string
 import time
 import unicodedata
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -51,6 +54,7 @@ import emoji
 
 from ishowttsd.config import ConfigError, ModerationConfig
 from ishowttsd.messages import Kind, Message, Priority, User, Utterance, as_int
+from ishowttsd.pronounce import MAYBE_EMOJI, Pronouncer
 
 DEFAULT_TEMPLATES: dict[str, str] = {
     "danmaku": "{user}说：{text}",
@@ -92,6 +96,8 @@ TEMPLATE_FIELDS = frozenset(
 )  # fmt: skip
 
 CHAT_KINDS = frozenset({Kind.DANMAKU})
+# template fields that hold numbers: said as words like the text's numbers (`read_numbers`)
+NUMBER_FIELDS = ("num", "amount", "bits", "months", "viewers")
 
 _WS = re.compile(r"\s+")
 _LINK = re.compile(
@@ -184,6 +190,7 @@ class ModerationState:
     recent_texts: OrderedDict[str, float] = field(default_factory=OrderedDict)
     recent_ids: OrderedDict[tuple[str, str], float] = field(default_factory=OrderedDict)
     combos: OrderedDict[str, _Combo] = field(default_factory=OrderedDict)
+    pronounce: Counter[str] = field(default_factory=Counter)  # replacements made, pattern timeouts, ...
 
     def remember(self, table: OrderedDict, key: Any, now: float, horizon: float) -> None:
         table[key] = now
@@ -208,7 +215,11 @@ class Moderator:
         ttl: dict[Priority, float],
         state: ModerationState | None = None,
         clock: Callable[[], float] = time.monotonic,
+        report: Callable[..., None] | None = None,
+        rewrite: Callable[..., str] | None = None,
     ) -> None:
+        """`report(event, **fields)` publishes what a user should see (the event bus);
+        `rewrite(text, message, language, on_error)` runs the plugins' text rewrites."""
         self.cfg = cfg
         self.ttl = ttl
         self.clock = clock
@@ -232,6 +243,7 @@ class Moderator:
         self._allowed = UserList(cfg.allow_users)
         self._bots = {b.casefold() for b in cfg.ignore_bots}
         self._user_voices = {k.casefold(): v for k, v in cfg.user_voices.items()}
+        self.pronounce = Pronouncer(cfg, self.state.pronounce, report=report, rewrite=rewrite)
         n = cfg.max_repeat
         self._repeat1 = re.compile(r"(\D)\1{%d,}" % n)
         self._repeat_unit = re.compile(r"(\D.{1,3}?)\1{%d,}" % n)
@@ -320,7 +332,13 @@ class Moderator:
             merged = self._merge_combo(m, now, flood, priority, is_pending)
             if merged is not None:
                 return merged
+        if self.pronounce.active:
+            text = self.pronounce.text(text, m)
+            if not text.strip() and (chat or m.kind == Kind.SYSTEM):
+                return Rejection("empty", "nothing left to say once emoji, replacements and rewrites were applied")
         anonymous = (flood and priority.anonymous_in_flood) or not cfg.read_username.get(m.kind.value, True)
+        if not anonymous:
+            self.pronounce.name(m, count=True)  # counted once here; render() says it each time
         said = self.render(m, text, anonymous=anonymous)
         if cfg.max_spoken_s and self.estimate_s(said) > cfg.max_spoken_s:
             if not priority.owed:
@@ -460,8 +478,16 @@ class Moderator:
         if tpl is None:
             tpl = next((self.templates[k] for k in keys if k in self.templates), "{text}")
         fields = _Fields(_template_fields(m, text))
+        if self.pronounce.active:
+            fields["user"] = self.pronounce.name(m)
+            for k in _number_fields(tpl):
+                fields[k] = self.pronounce.field(fields[k], tpl)
         fields.update(more)
         return _WS.sub(" ", tpl.format_map(fields)).strip()
+
+    def status(self) -> dict[str, Any]:
+        """What the pronunciation step holds and has done (`status` → `moderation`)."""
+        return self.pronounce.status()
 
     def voice_for(self, m: Message) -> str | None:
         uv = self._user_voices
@@ -472,10 +498,19 @@ class Moderator:
         return self.cfg.kind_voices.get(m.kind.value) or self.cfg.default_voice
 
 
+@functools.lru_cache(maxsize=256)
+def _number_fields(template: str) -> tuple[str, ...]:
+    """The fields of NUMBER_FIELDS a template uses."""
+    used = {f for _, f, _, _ in string.Formatter().parse(template) if f}
+    return tuple(f for f in NUMBER_FIELDS if f in used)
+
+
 def _limit_emoji(text: str, keep: int) -> str:
     """`text` with the emoji past the first `keep` removed. What is one emoji comes from
     Unicode's own data (the `emoji` package): a flag, a keycap, a tag flag, a skin tone or a
     family joined by ZWJ is one, and is kept or removed whole; ☆ and ✓ are not emoji."""
+    if len(text) <= keep or not MAYBE_EMOJI.search(text):
+        return text
     found = emoji.emoji_list(text)
     if len(found) <= keep:
         return text

@@ -1,6 +1,7 @@
 """The plugin manager: finds and loads plugins, isolates the broken ones, keeps the registries.
 
-Loading order: the modules named in :data:`DEFAULT_PLUGINS` (the engines, then the built-in
+Loading order: the modules named in :data:`DEFAULT_PLUGINS` (the engines, the first text
+rewrite, then the built-in
 sources and sinks, which live in the repo's `plugins/sources` and `plugins/sinks` and ship
 inside the wheel as :mod:`ishowttsd.builtin_plugins`), modules named by the `ishowtts`
 entry-point group, then the drop-ins: `*.py` files and package folders (with an `__init__.py`)
@@ -42,6 +43,7 @@ BUILTIN_PACKAGE = builtin_plugins.__name__
 # a test fails when a file or folder in plugins/sources or plugins/sinks is missing here
 DEFAULT_PLUGINS = (
     "ishowttsd.engines",
+    "ishowttsd.pronounce",  # the first text rewrite: full-width letters and digits folded
     f"{BUILTIN_PACKAGE}.sources.bilibili",
     f"{BUILTIN_PACKAGE}.sources.replay",
     f"{BUILTIN_PACKAGE}.sources.twitch",
@@ -182,6 +184,8 @@ class PluginManager:
         self.sinks: dict[str, type[Sink]] = {}
         self.engines: dict[str, type[Engine]] = {}
         self._modules: list[tuple[PluginRecord, Any]] = []
+        # (plugin name, function, its argument names) of each ishowtts_rewrite_text, in load order
+        self.rewriters: list[tuple[str, Any, tuple[str, ...]]] = []
 
     # -- loading -------------------------------------------------------------------------
 
@@ -355,6 +359,39 @@ class PluginManager:
                     self._broken(rec, e)
                     continue
                 rec.provides.extend(added)
+        self._collect_rewriters(by_name)
+
+    def _collect_rewriters(self, by_name: dict[str, PluginRecord]) -> None:
+        # pluggy calls the last registered first; a rewrite chain must run in the order the
+        # streamer set up (load order), so we keep the list and call it ourselves
+        order = {f"{rec.origin}:{rec.name}": i for i, (rec, _) in enumerate(self._modules)}
+        impls = [impl for impl in self.pm.hook.ishowtts_rewrite_text.get_hookimpls()
+                 if by_name.get(impl.plugin_name) is not None and by_name[impl.plugin_name].state == "loaded"]  # fmt: skip
+        impls.sort(key=lambda impl: order.get(impl.plugin_name, len(order)))
+        # like pluggy, hand each implementation only the arguments it names
+        self.rewriters = [(by_name[impl.plugin_name].name, impl.function, tuple(impl.argnames)) for impl in impls]
+        for impl in impls:
+            rec = by_name[impl.plugin_name]
+            if "rewrite:text" not in rec.provides:
+                rec.provides.append("rewrite:text")
+
+    def rewrite_text(self, text: str, message: Any, language: str, on_error) -> str:
+        """Run every plugin's `ishowtts_rewrite_text` on `text`, in load order; one that raises
+        or returns a non-string is handed to `on_error(plugin, exception)` and skipped."""
+        for name, fn, argnames in self.rewriters:
+            args = {"text": text, "message": message, "language": language}
+            try:
+                out = fn(**{a: args[a] for a in argnames})
+            except Exception as e:
+                on_error(name, e)
+                continue
+            if out is None:
+                continue
+            if not isinstance(out, str):
+                on_error(name, TypeError(f"returned {type(out).__name__}, not a string or None"))
+                continue
+            text = out
+        return text
 
     @property
     def broken(self) -> list[PluginRecord]:
