@@ -128,8 +128,11 @@ class Greeter:
     # -- saying -----------------------------------------------------------------------------------
 
     def busy(self) -> bool:
-        """Something else waits, or a greeting line has not been said yet: no new line now."""
-        return len(self.queue) > 0 or bool(self._outstanding)
+        """Something else waits (queued, or prepared by the speaker, paused or not), or a greeting
+        line has not been said yet: no new line now."""
+        if len(self.queue) > 0 or self._outstanding:
+            return True
+        return any(p["priority"] != "greeting" for p in self.speaker.status()["prepared"])
 
     def tick(self) -> Utterance | None:
         """Called often: drops what went stale, and makes the next line when its time has come."""
