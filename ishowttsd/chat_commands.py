@@ -210,6 +210,8 @@ class ChatCommands:
 
     @staticmethod
     def _user_key(platform: str, u: User) -> str:
+        if not u.id and "*" in u.name:  # a masked name ("小***") is many viewers, not one
+            return ""
         who = u.id or u.name
         return f"{platform}:{who}" if who else ""
 
