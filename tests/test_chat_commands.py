@@ -63,7 +63,9 @@ def _daemon(tmp_path, fake: FakeTwitch) -> RunningDaemon:
     plugins.mkdir(mode=0o700, exist_ok=True)
     (plugins / "paced_sink.py").write_text(PACED_SINK)
     src = {"type": "twitch", "name": "tw", "channel": fake.channel, "url": fake.url, "reconnect": FAST}
-    return RunningDaemon(tmp_path, [src], daemon={"plugin_dirs": ["plugins"]}, extra=COMMANDS)
+    # ignore_commands off: command lines must still never be read
+    return RunningDaemon(tmp_path, [src], daemon={"plugin_dirs": ["plugins"]}, moderation={"ignore_commands": False},
+                         extra=COMMANDS)  # fmt: skip
 
 
 MOD = {"badges": "moderator/1", "mod": "1"}
@@ -136,6 +138,8 @@ async def test_commands_from_twitch_chat(tmp_path):
             await fake.send(tf.privmsg(C, "zoe", "hello in my voice", id="z-3"))
             rec = await d.wait_spoken("hello in my voice")
             assert rec["voice"] == "en"
+            await fake.send(tf.privmsg(C, "ann", "!discord is open", id="a-2"))  # another bot's command is read here
+            await d.wait_spoken("!discord is open")
             assert not any("!voice" in r["said"] or "!tts" in r["said"] for r in d.spoken())
             # `clear` drops what waits
             await fake.send(tf.privmsg(C, "mia", "!tts pause", id="c-10", **MOD))
@@ -175,7 +179,8 @@ async def test_commands_from_bilibili_room_admins(tmp_path):
            "live_api_base": fake.base, "ws_url": fake.ws_url, "heartbeat_interval": 0.3, "risk_control_delay": 0.3,
            "reconnect": {"base": 0.05, "step": 0.05, "cap": 0.5, "jitter": 0.05, "healthy_after": 1.0}}  # fmt: skip
     try:
-        async with RunningDaemon(tmp_path, [src], extra="[commands]\nenabled = true\n") as d:
+        async with RunningDaemon(tmp_path, [src], moderation={"ignore_commands": False},
+                                 extra="[commands]\nenabled = true\n") as d:  # fmt: skip
             await fake.wait_connected()
             await fake.push([bf.danmu("!tts pause", 1001, "房管", id_str="d-1", admin=1),
                              bf.danmu("!tts resume", 1002, "路人", id_str="d-2")])  # fmt: skip
