@@ -136,6 +136,8 @@ class Greeter:
 
     def tick(self) -> Utterance | None:
         """Called often: drops what went stale, and makes the next line when its time has come."""
+        if self._outstanding and any(not u.priority.greeting for u in self.queue.pending()[:1]):
+            self.other_speech(self.queue.pending()[0])  # an operator's `say`, a flood notice: any speech
         if not self._gathered:
             return None
         now = self.clock()

@@ -186,6 +186,16 @@ def test_a_prepared_greeting_yields_to_chat():
     speaker.prepared.append(line)  # the speaker prepared it ahead
     g.other_speech(Utterance(text="paid", priority=Priority.PAID))
     assert speaker.cut == [line.id] and g.status()["yielded"] == 1
+    # speech that did not come through chat (an operator's say) is seen at the next tick
+    g.ended(line)
+    clock.t += 20
+    g.add(ev(Kind.ENTER, "b"))
+    again = g.tick()
+    assert q.get_nowait() is again
+    speaker.prepared = [again]
+    q.put(Utterance(text="say", priority=Priority.URGENT))
+    g.tick()
+    assert speaker.cut == [line.id, again.id]
 
 
 def test_masked_repeated_and_english():
