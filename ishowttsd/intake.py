@@ -1,8 +1,8 @@
 """The message path: what sources hand in becomes speech, or is taken back.
 
-A message goes ``received`` → chat commands and mutes (``chat_commands.py``) → moderation (``moderation.py``) → the paid-speech policy
-(``paid.py``, which journals owed speech) → the queue; a rejection is published as
-``filtered`` with its reason. A platform's deletion (a deleted super chat, a timeout, a
+A message goes ``received`` → chat commands and mutes (``chat_commands.py``) → moderation
+(``moderation.py``) → the paid-speech policy (``paid.py``, which journals owed speech) → the
+queue; a rejection is published as ``filtered`` with its reason. A platform's deletion (a deleted super chat, a timeout, a
 cleared chat) takes matching speech back, waiting or speaking, in one call.
 
 Interactions (entries, follows, shares, likes: ``GREETING_KINDS``) never go that way one by one:
@@ -17,7 +17,6 @@ The moderation policy can be swapped at run time (a reload); what moderation rem
 from __future__ import annotations
 
 import time
-
 from typing import Any
 
 from ishowttsd.chat_commands import ChatCommands
@@ -86,6 +85,11 @@ class Intake:
         if c is None:
             return None
         if c.is_command(m):
+            seen = self.moderator.state
+            if m.id and (m.platform, m.id) in seen.recent_ids:  # a source that reconnected and replayed
+                return Rejection("duplicate_id", f"message {m.id} was seen already")
+            if m.id:
+                seen.seen_id(m.platform, m.id, time.monotonic())
             out = c.handle(m)
             return Rejection("command", out.detail if out.done else f"refused ({out.reason}): {out.detail}")
         left = c.muted(m) if m.kind in CHAT_KINDS else None

@@ -131,6 +131,10 @@ async def test_commands_from_twitch_chat(tmp_path):
             await d.until("the unmute", lambda: not _status(d)["chat"]["commands"]["mutes"])
             await fake.send(tf.privmsg(C, "bob", "back again", id="b-3"))
             await d.wait_spoken("back again")
+            # a command replayed by a reconnecting source (the same message id) does not run again
+            await fake.send(tf.privmsg(C, "mia", "!tts unmute bob", id="c-9", **MOD))
+            await d.until("the replay", lambda: _status(d)["reasons"].get("filtered:duplicate_id") == 1)
+            assert _status(d)["chat"]["commands"]["refused_total"] == 4
 
             # a viewer picks a voice; command lines are never read, even with ignore_commands off
             await fake.send(tf.privmsg(C, "zoe", "!voice en", id="z-1"), tf.privmsg(C, "zoe", "!voice robot", id="z-2"))
