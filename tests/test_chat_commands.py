@@ -79,7 +79,8 @@ async def test_commands_from_twitch_chat(tmp_path):
     try:
         async with _daemon(tmp_path, fake) as d:
             await fake.wait_joined()
-            await d.wait_state("connected")
+            s = await d.wait_state("connected")
+            assert s["follows"].startswith("not visible: Twitch chat (IRC) does not carry follows")
             long = "This sentence is long and takes many seconds to read aloud in real time. " * 6
             said = await d.call("say", {"text": long})
 
