@@ -56,6 +56,9 @@ def test_likes():
     assert t.kind == Kind.LIKE and t.extra == {"total": 1234} and not t.user.name
     with pytest.raises(ValueError):
         commands.parse_command({"cmd": "LIKE_INFO_V3_UPDATE", "data": {"click_count": "many"}})
+    o = commands.parse_command({"cmd": "LIVE_OPEN_PLATFORM_LIKE", "data": {"uname": "开放", "open_id": "o-1", "uid": 0,
+                                "like_text": "为主播点赞了", "like_count": 3, "room_id": 5, "msg_id": "l1"}})  # fmt: skip
+    assert o.kind == Kind.LIKE and o.user.id == "o-1" and o.user.name == "开放" and o.room == "5"
 
 
 def _pb(cmd_bytes: bytes) -> dict:
