@@ -290,6 +290,7 @@ class Api:
             "moderation": self.intake.moderator.status(),
             "queue": self.queue.stats(),
             "journal": self.paid.status(),
+            "chat": self.intake.status(),  # chat commands (mutes, refusals) and greetings
             "speaker": self.speaker.status(),
             "engine": self.engines.status(),
             "sources": [s.status() for s in self.sources],

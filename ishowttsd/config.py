@@ -202,6 +202,90 @@ class QueueConfig(Strict):
         return v
 
 
+GREETING_KIND_NAMES = ("enter", "follow", "share", "like")
+GREETING_TEMPLATE_FIELDS = ("names", "count", "others", "total")
+
+
+class GreetingsConfig(Strict):
+    """`[greetings]`: entries, follows, shares and likes read as one throttled line; off by default."""
+
+    kinds: list[str] = Field(default_factory=list)  # which to read: enter, follow, share, like ([] = none)
+    interval_s: float = Field(default=10.0, ge=1.0, le=3600.0)  # at most one greeting line per interval
+    max_names: int = Field(default=3, ge=0, le=20)  # names read in one line; the rest are counted
+    ttl_s: float = Field(default=15.0, gt=0, le=600.0)  # a line (or gathered names) older than this is dropped
+    language: str = "zh"  # the built-in templates: zh or en
+    voice: str | None = None  # the voice greetings use; default: the default voice
+    # per kind, overriding the language's: "<kind>" when every name is read, "<kind>_more" when some are
+    # only counted, "<kind>_count" when none is read; fields {names} {count} {others} {total}
+    # (total: the room's like count, when the platform says it)
+    templates: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("kinds")
+    @classmethod
+    def _kinds(cls, v: list[str]) -> list[str]:
+        bad = sorted(set(v) - set(GREETING_KIND_NAMES))
+        if bad:
+            raise ValueError(f"unknown greeting kind(s) {bad}; use some of {list(GREETING_KIND_NAMES)}")
+        return v
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, v: str) -> str:
+        if v not in ("zh", "en"):
+            raise ValueError("use zh or en (then override single lines in [greetings.templates])")
+        return v
+
+    @field_validator("templates")
+    @classmethod
+    def _templates(cls, v: dict[str, str]) -> dict[str, str]:
+        import string
+
+        keys = [f"{k}{form}" for k in GREETING_KIND_NAMES for form in ("", "_more", "_count")]
+        for key, tpl in v.items():
+            if key not in keys:
+                raise ValueError(f"unknown template {key!r}; use one of {keys}")
+            try:
+                fields = {f for _, f, _, _ in string.Formatter().parse(tpl) if f is not None}
+            except ValueError as e:
+                raise ValueError(f"templates.{key}: {e}; use {{name}} for fields and {{{{ }}}} for braces") from None
+            bad = sorted(fields - set(GREETING_TEMPLATE_FIELDS))
+            if bad:
+                raise ValueError(f"templates.{key}: unknown field(s) {bad}; use {list(GREETING_TEMPLATE_FIELDS)}")
+        return v
+
+
+COMMAND_ROLES = ("broadcaster", "moderator", "vip", "member")
+
+
+class CommandsConfig(Strict):
+    """`[commands]`: chat commands (`!tts skip`) from the broadcaster, moderators and allowed users."""
+
+    enabled: bool = False
+    prefix: str = Field(default="!tts", min_length=1, max_length=20)  # a line starting with it is a command, never read
+    roles: list[str] = Field(default_factory=lambda: ["broadcaster", "moderator"])  # who may run commands
+    allow_users: list[str] = Field(default_factory=list)  # and these: a name, an id, or "platform:name-or-id"
+    mute_default_s: float = Field(default=600.0, gt=0, le=7 * 86400)  # `mute <user>` without a time
+    mute_max_s: float = Field(default=86400.0, gt=0, le=30 * 86400)
+    # viewers may pick their own voice from these ids (`!tts voice <id>` or `!voice <id>`); [] = off
+    voices: list[str] = Field(default_factory=list)
+    voice_command: str = "!voice"  # the short form for viewers ("" = only `<prefix> voice`)
+
+    @field_validator("roles")
+    @classmethod
+    def _roles(cls, v: list[str]) -> list[str]:
+        bad = sorted(set(v) - set(COMMAND_ROLES))
+        if bad:
+            raise ValueError(f"unknown role(s) {bad}; use some of {list(COMMAND_ROLES)}")
+        return v
+
+    @field_validator("prefix", "voice_command")
+    @classmethod
+    def _no_space(cls, v: str) -> str:
+        if v != v.strip() or " " in v:
+            raise ValueError("one word without spaces, e.g. !tts")
+        return v
+
+
 class JournalConfig(Strict):
     """`[journal]`: paid and membership speech survives a crash or restart."""
 
@@ -334,6 +418,8 @@ class Config(Strict):
     sinks: list[PluginTable] = Field(default_factory=list)
     moderation: ModerationConfig = Field(default_factory=ModerationConfig)
     queue: QueueConfig = Field(default_factory=QueueConfig)
+    greetings: GreetingsConfig = Field(default_factory=GreetingsConfig)
+    commands: CommandsConfig = Field(default_factory=CommandsConfig)
     journal: JournalConfig = Field(default_factory=JournalConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
     hardware: HardwareConfig = Field(default_factory=HardwareConfig)

@@ -13,11 +13,13 @@ import anyio
 from ishowttsd import __version__
 from ishowttsd.api import Api, Runtime
 from ishowttsd.channels import Channels
+from ishowttsd.chat_commands import ChatCommands
 from ishowttsd.config import Config, ConfigError, load_config, validate_table
 from ishowttsd.control import MAX_LINE, ControlServer
 from ishowttsd.direct import DirectSynthesis
 from ishowttsd.engines.host import EngineHost
 from ishowttsd.events import EventBus
+from ishowttsd.greetings import Greeter
 from ishowttsd.hardware import Hardware
 from ishowttsd.health import HealthMonitor
 from ishowttsd.intake import Intake
@@ -34,6 +36,9 @@ from ishowttsd.stall import LoopWatch
 from ishowttsd.voicestore import VoiceStore
 
 log = logging.getLogger("ishowttsd")
+
+# the config tables a reload applies at once; every other change needs a restart
+RELOADABLE = ("moderation", "queue", "greetings", "commands")
 
 
 class Daemon:
@@ -90,7 +95,13 @@ class Daemon:
         self.speaker = Speaker(self.queue, self.engines, self.sinks, self.events, batch_min_rtf=cfg.queue.batch_min_rtf)
         self.paid = PaidSpeech(cfg, self.queue, self.events, stopping=lambda: self.runtime.state == "stopping",
                                said=self.speaker.said, audible=self.speaker.audible)  # fmt: skip
-        self.intake = Intake(self.moderator, self.ttl, self.queue, self.speaker, self.paid, self.events)
+        self.commands = ChatCommands(cfg.commands, state_dir, self.events, has_voice=lambda v: self.engines.has_voice(v))
+        self.greeter = Greeter(cfg.greetings, self.paid.admit, self.queue, self.speaker, self.events)
+        self.speaker.on_spoken.append(self.greeter.ended)
+        self.speaker.on_ended.append(self.greeter.ended)
+        self.queue.on_discard.append(self.greeter.ended)
+        self.intake = Intake(self.moderator, self.ttl, self.queue, self.speaker, self.paid, self.events,
+                             commands=self.commands, greeter=self.greeter)  # fmt: skip
         self.monitor = HealthMonitor(
             cfg, self.events, self.hardware, engines=self.engines, speaker=self.speaker, queue=self.queue,
             sources=self.sources, sinks=self.sinks, plugins=self.plugins, state=lambda: self.runtime.state,
@@ -117,6 +128,7 @@ class Daemon:
             web=self.web,
         )  # fmt: skip
         self.control.api = self.api
+        self.commands.act = self.api.call  # chat commands act through the control verbs
         if self.web is not None:
             self.web.api = self.api
 
@@ -183,12 +195,15 @@ class Daemon:
                                   report=self.events.publish, rewrite=self.plugins.rewrite_text)
         except ConfigError as e:
             raise ConfigError(f"{self.cfg.path}: {e}") from None
-        changed = [k for k in ("moderation", "queue") if getattr(new, k) != getattr(self.cfg, k)]
+        changed = [k for k in RELOADABLE if getattr(new, k) != getattr(self.cfg, k)]
         details = _policy_changes(self.cfg, new)
-        restart = [k for k in type(new).model_fields if k not in ("moderation", "queue") and getattr(new, k) != getattr(self.cfg, k)]
+        restart = [k for k in type(new).model_fields if k not in RELOADABLE and getattr(new, k) != getattr(self.cfg, k)]
         # nothing above this line changed any state
         self.intake.swap(moderator, ttl)
         self.cfg.moderation, self.cfg.queue = new.moderation, new.queue
+        self.commands.configure(new.commands)
+        self.greeter.configure(new.greetings)
+        self.cfg.commands, self.cfg.greetings = new.commands, new.greetings
         q = new.queue
         dropped = self.queue.configure(q.max_pending, q.flood_threshold, q.flood_announce)
         self.speaker.batch_min_rtf = q.batch_min_rtf
@@ -224,6 +239,8 @@ class Daemon:
                 tg.start_soon(self._telemetry_loop)
                 tg.start_soon(self.monitor.run, self._refresh_hardware)
                 tg.start_soon(self.paid.run)
+                tg.start_soon(self.commands.run)
+                tg.start_soon(self.greeter.run)
                 await self.engines.start()
                 await self._uploaded_voices()
                 self.runtime.state = "running"
@@ -244,6 +261,7 @@ class Daemon:
                         except Exception as e:
                             log.warning("closing %s failed: %s", part.name, e)
             self.paid.close()
+            self.commands.close()
             self.hardware.close()
             self.events.publish("stopped", uptime_s=round(time.time() - self.runtime.started, 1))
             self.notifier.close()
@@ -324,7 +342,7 @@ class Daemon:
 def _policy_changes(old: Config, new: Config) -> list[str]:
     """What a reload changes in moderation and queue policy, one line each ("moderation.block_words: 12 → 0")."""
     out = []
-    for table in ("moderation", "queue"):
+    for table in RELOADABLE:
         a, b = getattr(old, table), getattr(new, table)
         for name in type(a).model_fields:
             x, y = getattr(a, name), getattr(b, name)

@@ -51,7 +51,7 @@ class EventType:
 
 UTTERANCE = {
     "id": "the utterance's id (see `ishowttsctl queue`)",
-    "priority": "its class: urgent, paid, membership, moderator, normal, low",
+    "priority": "its class: urgent, paid, membership, moderator, normal, low, greeting",
     "text": "what is said",
     "source": "the source instance that produced it; control for say/inject",
     "platform": "bilibili, twitch, ... (chat only)",
@@ -137,6 +137,16 @@ _declare("deletion", "A platform took messages back (a deleted super chat, a tim
          cut="utterances cut while prepared or speaking")
 _declare("flood", "The backlog crossed `[queue] flood_threshold` (on) or fell under half of it (off).",
          state="on or off", backlog="utterances waiting", threshold="the configured threshold")
+_declare("greeting.stale", "Gathered entries, follows, shares or likes were dropped unsaid: chat kept the queue busy "
+         "past `[greetings] ttl_s`.", kind="enter, follow, share or like", count="viewers it would have greeted",
+         waited_s="seconds since the oldest of them")
+# -- chat commands -----------------------------------------------------------------------------------
+_declare("command.done", "A chat command (`!tts skip`, `!voice x`) was accepted and runs through the control API.",
+         platform="the platform", user="who sent it", verb="skip, pause, resume, clear, mute, unmute or voice",
+         detail="what it did")
+_declare("command.refused", "A chat command was refused (counted in `status`): not allowed, unknown verb, bad argument.",
+         platform="the platform", user="who sent it", verb="the verb asked for", reason="not_allowed, unknown_verb, "
+         "bad_argument or busy", detail="why, with the right form")
 # -- paid speech -------------------------------------------------------------------------------------
 _declare("retry", "Owed (paid or membership) speech failed to synthesize and is queued again.",
          logging.WARNING, **UTTERANCE, attempts="syntheses started so far", reason="why the last one ended")
@@ -157,8 +167,9 @@ _declare("journal.problem", "The journal cannot be opened or written, or was dam
 # -- the speaker -------------------------------------------------------------------------------------
 _declare("speaking", "An utterance started playing on the sinks.", **UTTERANCE, engine="the engine", voice="the voice id")
 _declare("spoken", "An utterance played to its end.", **UTTERANCE, **SYNTHESIS)
-_declare("cut", "An utterance was stopped before its end: skipped, removed, cleared, deleted.",
-         **UTTERANCE, **SYNTHESIS, reason="skipped, removed, cleared, deleted")
+_declare("cut", "An utterance was stopped before its end: skipped, removed, cleared, deleted; a greeting line prepared "
+         "ahead of chat is cut as yielded.",
+         **UTTERANCE, **SYNTHESIS, reason="skipped, removed, cleared, deleted, yielded")
 _declare("failed", "An utterance was not said: its voice, the engine or the speaker failed, or no sink that people "
          "hear played it (`not_played`; paid speech then stays owed).", logging.WARNING, **UTTERANCE, **SYNTHESIS,
          reason="voice, engine, speaker or not_played", error="the error, or why each sink did not play it",

@@ -24,9 +24,16 @@ class Kind(str, enum.Enum):
     REDEMPTION = "redemption"
     RAID = "raid"
     SYSTEM = "system"
+    # the room's interactions, read only as aggregated greetings (``greetings.py``), off by default
+    ENTER = "enter"  # a viewer entered the room (Bilibili INTERACT_WORD msg_type 1)
+    FOLLOW = "follow"  # followed the streamer (msg_type 2, 4 special follow, 5 mutual follow)
+    SHARE = "share"  # shared the room (msg_type 3)
+    LIKE = "like"  # a like (Bilibili LIKE_INFO_V3_CLICK); `extra["total"]` when the room's total is known
 
 
 PAID_KINDS = frozenset({Kind.SUPERCHAT, Kind.BITS})
+# kinds that are never read one by one: the greeter gathers them into one throttled line
+GREETING_KINDS = frozenset({Kind.ENTER, Kind.FOLLOW, Kind.SHARE, Kind.LIKE})
 
 
 @dataclass
@@ -185,7 +192,9 @@ class Priority(int, enum.Enum):
     - ``owed``: paid or membership speech. The streamer owes it to the viewer: it is journaled
       (a crash or restart does not lose it), retried when synthesis fails, shortened rather
       than refused for length, and dropped for space only when nothing else is left;
-    - ``anonymous_in_flood``: in flood mode its usernames are no longer read.
+    - ``anonymous_in_flood``: in flood mode its usernames are no longer read;
+    - ``greeting``: the lowest class, for the greeter's aggregated lines (entries, follows, likes):
+      short-lived, never journaled, and never said while anything of a higher class waits.
     """
 
     URGENT = 0  # the operator's own `say`
@@ -193,7 +202,8 @@ class Priority(int, enum.Enum):
     MEMBERSHIP = 2
     MODERATOR = 3
     NORMAL = 4
-    LOW = 5  # free gifts, follows, system notices
+    LOW = 5  # free gifts, system notices
+    GREETING = 6  # "欢迎 小明、阿花 等 5 位进入直播间": the greeter's lines (greetings.py)
 
     @property
     def paid(self) -> bool:
@@ -209,7 +219,11 @@ class Priority(int, enum.Enum):
 
     @property
     def anonymous_in_flood(self) -> bool:
-        return self in (Priority.NORMAL, Priority.LOW)
+        return self in (Priority.NORMAL, Priority.LOW, Priority.GREETING)
+
+    @property
+    def greeting(self) -> bool:
+        return self is Priority.GREETING
 
     @classmethod
     def parse(cls, value: str | int | Priority) -> Priority:

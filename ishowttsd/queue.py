@@ -1,6 +1,6 @@
 """The speech queue policy: priority classes, time-to-live, a bound and what it drops.
 
-- Higher classes are always spoken first (URGENT > PAID > MEMBERSHIP > MODERATOR > NORMAL > LOW);
+- Higher classes are always spoken first (URGENT > PAID > MEMBERSHIP > MODERATOR > NORMAL > LOW > GREETING);
   within a class, first come first served.
 - An utterance past its deadline is dropped as `expired` rather than read minutes late.
 - The queue holds at most `max_pending` utterances that are not owed. Over the bound it drops by
@@ -36,10 +36,11 @@ DEFAULT_TTL: dict[Priority, float] = {
     Priority.MODERATOR: 120.0,
     Priority.NORMAL: 60.0,
     Priority.LOW: 30.0,
+    Priority.GREETING: 15.0,  # a welcome read a minute late welcomes nobody
 }
 
 # what the bound drops first: every class that is not owed, lowest first, then the owed ones
-# (LOW, NORMAL, MODERATOR, URGENT, MEMBERSHIP, PAID)
+# (GREETING, LOW, NORMAL, MODERATOR, URGENT, MEMBERSHIP, PAID)
 EVICTION_ORDER = tuple(sorted(Priority, key=lambda p: (p.owed, -p.value)))
 
 

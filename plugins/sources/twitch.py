@@ -61,6 +61,11 @@ def unescape_tag(value: str) -> str:
     return "".join(out)
 
 
+# greetings for follows ([greetings] kinds = ["follow"]) cannot come from this source: say so
+FOLLOWS_NOT_VISIBLE = ("not visible: Twitch chat (IRC) does not carry follows; they are only sent through "
+                       "EventSub (channel.follow), which this source does not use")
+
+
 @dataclass
 class IrcLine:
     command: str
@@ -360,7 +365,8 @@ class TwitchSource(Source):
 
     def status(self) -> dict[str, Any]:
         st = super().status()
-        st.update(channel=self.s.channel, anonymous=not self._token, reconnects=self.counters.get("reconnects", 0))
+        st.update(channel=self.s.channel, anonymous=not self._token, reconnects=self.counters.get("reconnects", 0),
+                  follows=FOLLOWS_NOT_VISIBLE)  # fmt: skip
         return st
 
     async def run(self) -> None:

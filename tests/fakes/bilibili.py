@@ -435,3 +435,34 @@ def gift_v2(uname: str, uid: int, name: str, num: int, price: int, coin_type: st
                       (10, 1700000000)])  # fmt: skip
     top = pb_encode([(1, uid), (2, uname), (3, "https://face"), (5, 3), (10, item), (11, 1)])
     return {"cmd": "SEND_GIFT_V2", "data": {"pb": base64.b64encode(top).decode()}}
+
+
+# -- the room's interactions (greetings) -------------------------------------------------------------
+
+
+def interact_word(uname: str, uid: int, msg_type: int = 1, ts: int = 1700000000) -> dict:
+    """INTERACT_WORD as JSON: msg_type 1 entered, 2 followed, 3 shared, 4 special follow, 5 mutual follow."""
+    return {"cmd": "INTERACT_WORD", "data": {"contribution": {"grade": 0}, "dmscore": 12, "fans_medal": {
+        "anchor_roomid": 0, "guard_level": 0, "medal_level": 5, "medal_name": "猫猫", "target_id": 0},
+        "identities": [1], "is_spread": 0, "msg_type": msg_type, "roomid": 21000066, "score": 1700000000000,
+        "spread_desc": "", "timestamp": ts, "trigger_time": ts * 10**9, "uid": uid, "uname": uname,
+        "uname_color": ""}}  # fmt: skip
+
+
+def interact_word_v2(uname: str, uid: int, msg_type: int = 1, ts: int = 1700000000) -> dict:
+    """INTERACT_WORD_V2: the same in protobuf (data.pb, base64), laid out as the web client receives it:
+    uid 1, uname 2, identities 4 (packed), msg_type 5, roomid 6, timestamp 7, score 8, fans_medal 9."""
+    medal = pb_encode([(1, 1000), (2, 5), (3, "猫猫"), (4, 6126494)])
+    top = pb_encode([(1, uid), (2, uname), (4, b"\x03\x01"), (5, msg_type), (6, 21000066), (7, ts),
+                     (8, ts * 1000 + 1), (9, medal), (15, ts * 10**9)])  # fmt: skip
+    return {"cmd": "INTERACT_WORD_V2", "data": {"dmscore": 10, "pb": base64.b64encode(top).decode()}}
+
+
+def like_click(uname: str, uid: int) -> dict:
+    return {"cmd": "LIKE_INFO_V3_CLICK", "data": {"show_area": 0, "msg_type": 6, "like_icon": "https://icon",
+            "uid": uid, "like_text": "为主播点赞了", "uname": uname, "uname_color": "", "identities": [1],
+            "fans_medal": {"medal_level": 0, "medal_name": ""}, "contribution_info": {"grade": 0}, "dmscore": 20}}  # fmt: skip
+
+
+def like_update(total: int) -> dict:
+    return {"cmd": "LIKE_INFO_V3_UPDATE", "data": {"click_count": total}}

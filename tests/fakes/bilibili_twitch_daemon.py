@@ -42,15 +42,19 @@ class RunningDaemon(DaemonProcess):
     """:class:`DaemonProcess` for tests whose fake servers share the test's event loop: every
     wait here is async, so the fakes keep answering while the daemon starts, runs and stops."""
 
-    def __init__(self, tmp: Path, sources: list[dict[str, Any]], templates: dict[str, str] | None = None) -> None:
-        text = _table("[daemon]", {"state_dir": "state", "log_level": "debug"})
+    def __init__(self, tmp: Path, sources: list[dict[str, Any]], templates: dict[str, str] | None = None,
+                 daemon: dict[str, Any] | None = None, moderation: dict[str, Any] | None = None,
+                 extra: str = "") -> None:  # fmt: skip
+        """`daemon`, `moderation`: more keys of those tables; `extra`: TOML appended (more tables, `[[sinks]]`)."""
+        text = _table("[daemon]", {"state_dir": "state", "log_level": "debug", **(daemon or {})})
         text += _table("[engine]", {"default": "espeak", "fallback": "espeak", "warmup": False})
         text += _table("[engine.espeak]", {"rate": 450})
         for s in sources:
             text += _table("[[sources]]", s)
         text += _table("[[sinks]]", {"type": "file", "directory": "out"})
-        text += _table("[moderation]", {"max_chars": 200})
+        text += _table("[moderation]", {"max_chars": 200, **(moderation or {})})
         text += _table("[moderation.templates]", templates or {"danmaku": "{user}: {text}"})
+        text += extra
         super().__init__(tmp, text, wait_ready=False)
         self.out = self.tmp / "out"
 

@@ -1,8 +1,10 @@
 """Bilibili JSON commands (web route and Open Platform) as Messages and Deletions.
 
 :func:`parse_command` normalises one command: DANMU_MSG, SEND_GIFT, SEND_GIFT_V2 (protobuf),
-SUPER_CHAT_MESSAGE(_DELETE), GUARD_BUY, USER_TOAST_MSG_V2, LOG_IN_NOTICE and the
-LIVE_OPEN_PLATFORM_* equivalents. Pure functions: no I/O, fuzzed by the tests.
+SUPER_CHAT_MESSAGE(_DELETE), GUARD_BUY, USER_TOAST_MSG_V2, LOG_IN_NOTICE, the room's
+interactions (INTERACT_WORD, INTERACT_WORD_V2 (protobuf), LIKE_INFO_V3_CLICK,
+LIKE_INFO_V3_UPDATE: read only as aggregated greetings) and the LIVE_OPEN_PLATFORM_*
+equivalents. Pure functions: no I/O, fuzzed by the tests.
 """
 
 from __future__ import annotations
@@ -245,6 +247,62 @@ def _user_toast(_obj: dict, d: dict, room: str) -> Message:
                   f"guard-{uid}-{as_int(gi.get('start_time'))}", room, unit=as_str(pi.get("unit")))  # fmt: skip
 
 
+# INTERACT_WORD msg_type: 1 entered, 2 followed, 3 shared, 4 special follow, 5 mutual follow
+INTERACT_KINDS = {1: Kind.ENTER, 2: Kind.FOLLOW, 3: Kind.SHARE, 4: Kind.FOLLOW, 5: Kind.FOLLOW}
+
+
+def _interact(user: User, msg_type: int, room: str, ts: int, medal_name: str = "", medal_level: int = 0) -> Message:
+    kind = INTERACT_KINDS.get(msg_type)
+    if kind is None:
+        raise Ignored(f"INTERACT_WORD msg_type {msg_type}")
+    user.medal_name, user.medal_level = medal_name, medal_level
+    return Message(platform=PLATFORM, kind=kind, user=user, room=room,
+                   id=f"iw-{msg_type}-{user.id or user.name}-{ts}", extra={"msg_type": msg_type})  # fmt: skip
+
+
+def _interact_word(_obj: dict, d: dict, room: str) -> Message:
+    medal = d.get("fans_medal") if isinstance(d.get("fans_medal"), dict) else {}
+    name = as_str(d.get("uname"))
+    if not name:  # newer layouts carry the name in uinfo.base.name
+        uinfo = d.get("uinfo") if isinstance(d.get("uinfo"), dict) else {}
+        name = as_str((uinfo.get("base") or {}).get("name")) if isinstance(uinfo.get("base"), dict) else ""
+    user = User(id=_uid(d.get("uid")), name=name)
+    return _interact(user, as_int(d["msg_type"]), room, as_int(d.get("timestamp")),
+                     as_str(medal.get("medal_name")), as_int(medal.get("medal_level")))  # fmt: skip
+
+
+def _interact_word_v2(_obj: dict, d: dict, room: str) -> Message:
+    # data.pb (base64) is an InteractWordV2: uid 1, uname 2, identities 4, msg_type 5, roomid 6,
+    # timestamp 7, score 8, fans_medal 9 (target_id 1, medal_level 2, medal_name 3). Checked
+    # against a published capture of the web client's traffic (room 33989).
+    top = pb_fields(base64.b64decode(d["pb"], validate=True))
+    if 5 not in top:
+        raise KeyError("INTERACT_WORD_V2 without msg_type")
+    medal = {}
+    raw_medal = pb_one(top, 9, bytes, b"")
+    if raw_medal:
+        medal = pb_fields(raw_medal)
+    user = User(id=_uid(pb_one(top, 1, int, 0)), name=pb_text(top, 2))
+    return _interact(user, pb_one(top, 5, int, 0), room, pb_one(top, 7, int, 0),
+                     pb_text(medal, 3) if medal else "", pb_one(medal, 2, int, 0) if medal else 0)  # fmt: skip
+
+
+def _like_click(_obj: dict, d: dict, room: str) -> Message:
+    medal = d.get("fans_medal") if isinstance(d.get("fans_medal"), dict) else {}
+    user = User(id=_uid(d.get("uid")), name=as_str(d["uname"]), medal_name=as_str(medal.get("medal_name")),
+                medal_level=as_int(medal.get("medal_level")))  # fmt: skip
+    if not user.id and not user.name:
+        raise KeyError("LIKE_INFO_V3_CLICK without a user")
+    return Message(platform=PLATFORM, kind=Kind.LIKE, user=user, room=room, text=as_str(d.get("like_text")))
+
+
+def _like_update(_obj: dict, d: dict, room: str) -> Message:
+    total = as_int(d["click_count"], -1)
+    if total < 0:
+        raise ValueError("LIKE_INFO_V3_UPDATE click_count is not a count")
+    return Message(platform=PLATFORM, kind=Kind.LIKE, room=room, extra={"total": total})
+
+
 def _login_notice(_obj: dict, d: dict, _room: str) -> LoginNotice:
     return LoginNotice(as_str(d.get("notice_msg")) if isinstance(d, dict) else "")
 
@@ -302,6 +360,14 @@ def _open_superchat(_obj: dict, d: dict, room: str) -> Message:
     )  # fmt: skip
 
 
+def _open_like(_obj: dict, d: dict, room: str) -> Message:
+    user = _open_user(d)
+    if not user.id and not user.name:
+        raise KeyError("LIVE_OPEN_PLATFORM_LIKE without a user")
+    return Message(platform=PLATFORM, kind=Kind.LIKE, user=user, room=room or as_str(d.get("room_id")),
+                   extra={"num": as_int(d.get("like_count"), 1)})  # fmt: skip
+
+
 def _open_end(_obj: dict, d: Any, _room: str) -> GameEnded:
     return GameEnded(as_str(d.get("game_id")) if isinstance(d, dict) else "")
 
@@ -315,10 +381,15 @@ _COMMANDS = {
     "GUARD_BUY": _guard_buy,
     "USER_TOAST_MSG_V2": _user_toast,
     "LOG_IN_NOTICE": _login_notice,
+    "INTERACT_WORD": _interact_word,
+    "INTERACT_WORD_V2": _interact_word_v2,
+    "LIKE_INFO_V3_CLICK": _like_click,
+    "LIKE_INFO_V3_UPDATE": _like_update,
     "LIVE_OPEN_PLATFORM_DM": _open_dm,
     "LIVE_OPEN_PLATFORM_SEND_GIFT": _open_gift,
     "LIVE_OPEN_PLATFORM_GUARD": _open_guard,
     "LIVE_OPEN_PLATFORM_SUPER_CHAT": _open_superchat,
     "LIVE_OPEN_PLATFORM_SUPER_CHAT_DEL": partial(_superchat_delete, ids_key="message_ids"),
+    "LIVE_OPEN_PLATFORM_LIKE": _open_like,
     "LIVE_OPEN_PLATFORM_INTERACTION_END": _open_end,
 }
