@@ -17,6 +17,7 @@ from ishowttsd.reconnect import Backoff
 from ishowttsd.config import Config, ConfigError, validate_table
 from ishowttsd.engines.base import Engine, EngineContext, EngineError, EngineUnavailable, Voice
 from ishowttsd.events import EventBus
+from ishowttsd.live_settings import LiveSettings
 from ishowttsd.messages import AudioChunk
 
 log = logging.getLogger("ishowttsd.engines")
@@ -25,8 +26,9 @@ log = logging.getLogger("ishowttsd.engines")
 class EngineHost:
     """The engines in use. All engine calls go through `limiter`: one worker owns the model."""
 
-    def __init__(self, cfg: Config, registry: dict[str, type[Engine]], events: EventBus) -> None:
+    def __init__(self, cfg: Config, registry: dict[str, type[Engine]], events: EventBus, live: LiveSettings | None = None) -> None:
         self.cfg = cfg
+        self.live = live  # its default voice, chosen at run time, comes before [engine] default_voice
         self.registry = registry
         self.events = events
         self.limiter = anyio.CapacityLimiter(1)
@@ -201,10 +203,19 @@ class EngineHost:
             voice = voice.tuned(engine.Options.model_validate(options))
         return engine, voice
 
+    @property
+    def default_voice(self) -> str | None:
+        """The voice an utterance without one speaks with: the one chosen live (`voices.default`)
+        while it is known, else `[engine] default_voice`."""
+        chosen = self.live.default_voice if self.live is not None else None
+        if chosen and chosen in self._voices:
+            return chosen
+        return self.cfg.engine.default_voice
+
     def _lookup(self, voice_id: str | None) -> tuple[str, Voice]:
         if voice_id and voice_id in self._voices:
             return self._voices[voice_id]
-        default = self.cfg.engine.default_voice
+        default = self.default_voice
         if default and default in self._voices:
             return self._voices[default]
         for name in (self.cfg.engine.default, self.active):  # the default's, even while it is down
@@ -229,7 +240,7 @@ class EngineHost:
             return None
         lang = (voice.language or "").split("-")[0]
         same = [v for v in voices if lang and (v.language or "").split("-")[0] == lang]
-        dv = [v for v in voices if v.id == self.cfg.engine.default_voice]
+        dv = [v for v in voices if v.id == self.default_voice]
         return self._guarded(fb), (same or dv or voices)[0]
 
     # -- run-time failover ------------------------------------------------------------------------
