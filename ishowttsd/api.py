@@ -150,7 +150,8 @@ class SourceParams(Params):
 
 class SourceAddParams(Params):
     type: str = Field(min_length=1, max_length=64, description="bilibili, twitch, ...")
-    settings: dict[str, Any] = Field(default_factory=dict, description='its table\'s keys: {"room_id": 123} or {"channel": "name"}')
+    settings: dict[str, Any] = Field(default_factory=dict, description='its table\'s keys: {"room_id": 123} or {"channel": "name"}; '
+                                     "a room's or channel's address works too; without a name it is named TYPE-ROOM")
 
 
 class VoiceIdParams(Params):
@@ -660,6 +661,9 @@ class Api:
             raise ApiError("invalid_params", f"settings: {local} name local files or secrets; put them in the config file")
         try:
             settings = validate_table(cls.Settings, {**p.settings, "type": p.type}, "settings", None)
+            if settings.name is None:  # named for what was added, as its Settings normalised it (a URL → the room)
+                room = next((getattr(settings, k) for k in ("room_id", "channel") if getattr(settings, k, None)), None)
+                settings = settings.model_copy(update={"name": f"{p.type}-{room}" if room is not None else p.type})
             return self._lineup().add(cls, settings).status()
         except ConfigError as e:
             raise ApiError("invalid_params", str(e).removeprefix("config: ")) from None

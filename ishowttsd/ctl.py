@@ -320,9 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     ss = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     for action in ("stop", "start"):
         ss.add_parser(action, help=f"{action} a source by name (see `ishowttsctl status`)").add_argument("name")
-    q = ss.add_parser("add", help="add a source for this run: bilibili ROOM_ID or twitch CHANNEL")
+    q = ss.add_parser("add", help="add a source for this run: bilibili ROOM or twitch CHANNEL (a number, name or address)")
     q.add_argument("type", choices=["bilibili", "twitch"])
-    q.add_argument("room", help="the Bilibili room id or the Twitch channel")
+    q.add_argument("room", help="the Bilibili room number or live.bilibili.com address; the Twitch channel, #channel or twitch.tv address")
     q.add_argument("--name", help="its name in status (default: TYPE-ROOM)")
     p = sub.add_parser("history", help="the last utterances spoken; --save ID FILE writes one's audio")
     p.add_argument("--limit", type=int, default=20)
@@ -383,7 +383,7 @@ def _room_request(args) -> tuple[str, dict[str, Any], str | None]:
         return "voices.preview", {"id": args.id, **({"text": args.text} if args.text else {})}, args.out
     if verb == "source" and args.action == "add":
         key = "room_id" if args.type == "bilibili" else "channel"
-        settings = {key: int(args.room) if key == "room_id" else args.room, "name": args.name or f"{args.type}-{args.room}".lower()}
+        settings = {key: args.room, **({"name": args.name} if args.name else {})}  # an address is normalised by the daemon
         return "sources.add", {"type": args.type, "settings": settings}, None
     if verb == "source":
         return f"sources.{args.action}", {"name": args.name}, None

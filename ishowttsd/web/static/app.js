@@ -7,7 +7,7 @@ const T = {
     title: "控制室", engine: "引擎", logout: "退出", say: "说一句", say_ph: "要说的话", voice: "声音", priority: "优先级",
     speak: "说", queue: "队列", skip: "跳过", pause: "暂停", resume: "继续", clear: "清空", feed: "实时", history: "历史",
     voices: "声音", upload: "上传参考录音", voice_id: "声音 id（新的或已有的）", transcript: "录音里说的话（逐字）",
-    upload_go: "上传", sources: "来源", room_or_channel: "B站房间号 / Twitch 频道", add: "添加", sinks: "输出",
+    upload_go: "上传", sources: "来源", room_or_channel: "B站房间号或直播间地址 / Twitch 频道或地址", add: "添加", sinks: "输出",
     overlay: "叠加层 (OBS)", overlay_show: "显示叠加层地址", default_voice: "默认", speaking: "正在说", prepared: "已合成",
     waiting: "等待", remove: "移除", play: "播放", download: "下载", preview: "试听", restore: "恢复配置",
     stop: "停止", start: "启动", uploaded: "已上传", loading: "加载中", running: "运行中", stopping: "停止中",
@@ -21,7 +21,7 @@ const T = {
     priority: "Priority", speak: "Speak", queue: "Queue", skip: "Skip", pause: "Pause", resume: "Resume", clear: "Clear",
     feed: "Live feed", history: "History", voices: "Voices", upload: "Upload a reference recording",
     voice_id: "voice id (new or existing)", transcript: "what the recording says, word for word", upload_go: "Upload",
-    sources: "Sources", room_or_channel: "Bilibili room / Twitch channel", add: "Add", sinks: "Outputs",
+    sources: "Sources", room_or_channel: "Bilibili room or its address / Twitch channel or its address", add: "Add", sinks: "Outputs",
     overlay: "Overlay (OBS)", overlay_show: "Show the overlay URL", default_voice: "default", speaking: "speaking",
     prepared: "prepared", waiting: "waiting", remove: "Remove", play: "Play", download: "Download", preview: "Preview",
     restore: "Restore", stop: "Stop", start: "Start", uploaded: "uploaded", loading: "loading", running: "running",
@@ -273,8 +273,9 @@ function wire() {
     e.preventDefault();
     const type = $("source-type").value;
     const value = $("source-value").value.trim();
-    const settings = type === "bilibili" ? { room_id: Number(value) } : { channel: value };
-    const r = await act("sources.add", { type, settings: { name: `${type}-${value}`.toLowerCase(), ...settings } });
+    // a number, a name or a pasted address: the daemon normalises it and names the source TYPE-ROOM
+    const settings = type === "bilibili" ? { room_id: value } : { channel: value };
+    const r = await act("sources.add", { type, settings });
     if (r) { $("source-value").value = ""; loadStatus(); }
   };
   $("overlay-link").onclick = async () => {
