@@ -122,11 +122,15 @@ def test_volume_rate_and_default_voice_live_and_across_a_restart(tmp_path):
         st = d2.request("status")["sound"]
         assert st["rate"] == 1.25 and st["default_voice"] == "zh" and st["master"] == 100
         d2.ctl("volume", "file", "50")
+        shown = d2.ctl("volume").stdout  # no value: show
+        assert "master 100%  file 50%" in shown and "rate 1.25x" in shown and "default voice zh" in shown
     with DaemonProcess(tmp_path, CONFIG) as d3:
         assert d3.request("sound")["sinks"]["file"] == 50
         entry = say(d3, "after the restart")
         assert entry["voice"] == "zh"
         assert peak(samples_of(d3, entry)) < 32767 * 0.5 + 1
+        assert "default voice en (config)" in d3.ctl("default-voice", "--config").stdout
+        assert json.loads((tmp_path / "state" / "live.json").read_text())["default_voice"] is None
 
 
 def test_a_corrupt_file_is_moved_aside_and_defaults_are_used(tmp_path):
@@ -148,11 +152,13 @@ def test_a_chosen_default_voice_that_is_gone_falls_back(tmp_path):
     state = tmp_path / "state"
     state.mkdir()
     (state / "live.json").write_text(LiveFile(default_voice="gone").model_dump_json())
-    with DaemonProcess(tmp_path, CONFIG) as d:
+    with DaemonProcess(tmp_path, CONFIG + '\n[moderation]\ndefault_voice = "en"\n') as d:
         st = d.request("sound")
         assert st["default_voice"] == "en" and st["default_voice_chosen"] == "gone"
-        assert any("not available" in n for n in st["notes"])
+        assert any("'gone' is not available" in n for n in st["notes"])
+        assert any("[moderation] default_voice" in n for n in st["notes"])  # it comes first for chat: said so
         assert say(d, "who speaks")["voice"] == "en"
+        assert "voice.fallback" in d.log() and "chosen live" in d.log()
 
 
 # -- the parts -----------------------------------------------------------------------------------

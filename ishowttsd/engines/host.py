@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
 from typing import Any, Iterator
 
 import anyio
@@ -403,6 +404,8 @@ class _Guarded:
             raise EngineUnavailable(f"{self._engine.name} is unavailable ({self._host.down.get(self._engine.name, {}).get('error')}) "
                                     "and there is no working fallback")  # fmt: skip
         engine, fb_voice = taken
+        # the utterance's tempo (live rate, per-request speed) carries over to the voice that stands in
+        fb_voice = replace(fb_voice, speed=fb_voice.speed * voice.speed)
         it = engine.synthesize(text, fb_voice, cancel)
         try:
             yield from _at_rate(it, self._engine.sample_rate)
