@@ -322,7 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
         ss.add_parser(action, help=f"{action} a source by name (see `ishowttsctl status`)").add_argument("name")
     q = ss.add_parser("add", help="add a source for this run: bilibili ROOM or twitch CHANNEL (a number, name or address)")
     q.add_argument("type", choices=["bilibili", "twitch"])
-    q.add_argument("room", help="the Bilibili room number or live.bilibili.com address; the Twitch channel, #channel or twitch.tv address")
+    q.add_argument("room", help="the Bilibili room number or live.bilibili.com address; "
+                   "the Twitch channel, #channel or twitch.tv address")
     q.add_argument("--name", help="its name in status (default: TYPE-ROOM)")
     p = sub.add_parser("history", help="the last utterances spoken; --save ID FILE writes one's audio")
     p.add_argument("--limit", type=int, default=20)

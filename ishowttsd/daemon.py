@@ -233,8 +233,9 @@ class Daemon:
                 await self._uploaded_voices()
                 chosen = self.live.default_voice
                 if chosen and not self.engines.has_voice(chosen):  # kept: it may come back (an engine, an upload)
+                    instead = self.engines.default_voice or "the engine's first voice"
                     self.events.publish("voice.fallback", voice=chosen, engine=self.engines.active,
-                                        reason=f"the default voice chosen live is not available; {self.engines.default_voice or 'the first voice'} speaks")  # fmt: skip
+                                        reason=f"the default voice chosen live is not available; {instead} speaks")  # fmt: skip
                 self.runtime.state = "running"
                 self.events.publish("ready", engine=self.engines.active)
                 self.notifier.status(self._status_line())

@@ -336,7 +336,8 @@ def normalise_channel(value: str) -> str:
         raise ValueError(f"the channel is empty; {_CHANNEL_ADVICE}")
     if not _LOGIN.fullmatch(v):
         bad = sorted({c for c in v if not re.fullmatch(r"[a-z0-9_]", c)})
-        what = f"has characters a Twitch login cannot have ({' '.join(repr(c) for c in bad)})" if bad else "is longer than 25 characters"
+        what = (f"has characters a Twitch login cannot have ({' '.join(repr(c) for c in bad)})" if bad
+                else "is longer than 25 characters")  # fmt: skip
         raise ValueError(f"channel {value!r} {what}: a channel is its login, 1-25 letters, digits or _; {_CHANNEL_ADVICE}")
     return v
 
