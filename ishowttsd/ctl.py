@@ -338,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("volume", help="set the volume live, in percent (0-150): PERCENT for the master, SINK PERCENT for one sink")
     p.add_argument("values", nargs="*", metavar="[SINK] PERCENT", help="no value: show the volumes")
     p = sub.add_parser("rate", help="set the speech rate live (0.5-2.0; 1 is the voices' own speed)")
-    p.add_argument("rate", nargs="?", type=float, help="no value: show it")
+    p.add_argument("rate", nargs="?", help="e.g. 1.2 or 1.2x; no value: show it")
     p = sub.add_parser("voice-default", aliases=["default-voice"], help="choose the default voice live (see `voices`)")
     p.add_argument("id", nargs="?", help="a voice id; no value: show it")
     p.add_argument("--config", action="store_true", help="go back to [engine] default_voice from the config")
@@ -400,7 +400,12 @@ def _sound_request(args, verb: str) -> tuple[str, dict[str, Any]]:
     if verb == "volume":
         return ("volume", _volume_params(args.values)) if args.values else ("sound", {})
     if verb == "rate":
-        return ("rate", {"rate": args.rate}) if args.rate is not None else ("sound", {})
+        if args.rate is None:
+            return "sound", {}
+        try:
+            return "rate", {"rate": float(args.rate.strip().rstrip("x×"))}
+        except ValueError:
+            raise ValueError(f"rate: {args.rate!r} is not a number; give a speed multiplier 0.5-2.0, e.g. `rate 1.2`") from None
     if args.config:
         return "voices.default", {"id": None}
     return ("voices.default", {"id": args.id}) if args.id else ("sound", {})

@@ -89,7 +89,7 @@ def test_volume_rate_and_default_voice_live_and_across_a_restart(tmp_path):
         d.ctl("rate", "0.5")
         slow = say(d, voice="en")["audio_s"]
         assert fast < normal * 0.7 and slow > normal * 1.5, (normal, fast, slow)
-        d.ctl("rate", "1.25")
+        d.ctl("rate", "1.25x")
 
         # the default voice: the next message that names none speaks with it
         assert say(d, "first")["voice"] == "en"
@@ -109,6 +109,8 @@ def test_volume_rate_and_default_voice_live_and_across_a_restart(tmp_path):
         assert "'en'" in r.stderr and "'zh'" in r.stderr  # the advice lists the known voices
         r = d.ctl("volume", "loud", check=False)
         assert r.returncode == 1 and "whole number" in r.stderr
+        r = d.ctl("rate", "fast", check=False)
+        assert r.returncode == 1 and "speed multiplier 0.5-2.0" in r.stderr
 
         human = d.ctl("status").stdout
         assert "sound    volume master 100%  file 100%  browser 100%  history 100%  rate 1.25x  default voice zh" in human
