@@ -262,6 +262,7 @@ class Api:
         self.web = web
         self.live = live  # volumes, rate and default voice changed at run time (live_settings.py)
         self._bench_lock = anyio.Lock()
+        self._live_lock = anyio.Lock()
         self.verbs: dict[str, Verb] = {}
         for attr in dir(type(self)):
             fn = getattr(type(self), attr)
@@ -514,10 +515,13 @@ class Api:
             raise ApiError("not_ready", "live sound settings are not set up in this daemon")
         return self.live
 
-    def _saved(self) -> bool:
+    async def _saved(self) -> bool:
+        """Keep the live settings as they are now; the write (with its fsync: slow on an SD card)
+        runs in a thread, one at a time, so the file always ends with the latest change."""
         live = self._live()
-        if live.save():
-            return True
+        async with self._live_lock:
+            if await anyio.to_thread.run_sync(live.write, live.snapshot()):  # the state when its turn comes
+                return True
         self.events.publish("live.problem", path=str(live.path), problem=live.problem)
         return False
 
@@ -536,7 +540,7 @@ class Api:
             raise ApiError("not_found", f"no sink {p.sink!r}; the sinks are {names} (see `ishowttsctl status`); "
                            "leave the sink out to set the master volume")  # fmt: skip
         was = live.set_volume(p.sink, p.percent)
-        saved = self._saved()
+        saved = await self._saved()
         self.events.publish("volume.changed", sink=p.sink or "master", percent=p.percent, was=was, saved=saved)
         return {**self.sound(), "saved": saved}
 
@@ -546,7 +550,7 @@ class Api:
         live = self._live()
         rate = round(p.rate, 3)
         was = live.set_rate(rate)
-        saved = self._saved()
+        saved = await self._saved()
         self.events.publish("rate.changed", rate=rate, was=was, saved=saved)
         return {**self.sound(), "saved": saved}
 
@@ -560,7 +564,7 @@ class Api:
             raise ApiError("unknown_voice", f"no voice {p.id!r}; the known voices are {known} "
                            "(`ishowttsctl voices` lists them with their engines)")  # fmt: skip
         was = live.set_default_voice(p.id)
-        saved = self._saved()
+        saved = await self._saved()
         self.events.publish("voice.default_changed", voice=p.id, was=was, saved=saved)
         return {**self.sound(), "saved": saved}
 

@@ -90,7 +90,14 @@ class LiveSettings:
                             + (f"moved aside to {aside}; " if aside else "") + "volume, rate and default voice are the defaults")
             log.warning("%s", self.problem)
 
+    def snapshot(self) -> str:
+        """The file's text for the settings now (taken on the event loop; `write` may run in a thread)."""
+        return self.data.model_dump_json(indent=1) + "\n"
+
     def save(self) -> bool:
+        return self.write(self.snapshot())
+
+    def write(self, text: str) -> bool:
         """Write the file atomically (a crash leaves the old file or the new one, never half).
         False (and `problem` says why) when it cannot be written: the change still holds for this run."""
         if self.path is None:
@@ -99,7 +106,7 @@ class LiveSettings:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "w", encoding="utf-8") as f:
-                f.write(self.data.model_dump_json(indent=1) + "\n")
+                f.write(text)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)

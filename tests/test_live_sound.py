@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import wave
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -118,6 +119,13 @@ def test_volume_rate_and_default_voice_live_and_across_a_restart(tmp_path):
         assert {"volume.changed", "rate.changed", "voice.default_changed"} <= events
         saved = json.loads((tmp_path / "state" / "live.json").read_text())
         assert saved["rate"] == 1.25 and saved["default_voice"] == "zh" and saved["master"] == 100
+
+        # changes in a burst (sliders on several pages): the file ends with the state the daemon has
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda v: d.request("volume", {"percent": v}), range(60, 100, 2)))
+        kept = json.loads((tmp_path / "state" / "live.json").read_text())["master"]
+        assert kept == d.request("sound")["master"]
+        d.ctl("volume", "100")
 
     # a restart keeps them all
     with DaemonProcess(tmp_path, CONFIG) as d2:
