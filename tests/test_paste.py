@@ -35,6 +35,7 @@ def test_a_channel_as_pasted(pasted):
     ("twitch.tv/videos/123456", "a Twitch page (videos)"),
     ("https://www.youtube.com/@somechannel", "not a twitch.tv address"),
     ("https://twitch.tv.evil.example/somechannel", "not a twitch.tv address"),
+    ("https://clips.twitch.tv/SomeClipSlug-abc", "a Twitch page (a clip, an API)"),
 ])  # fmt: skip
 def test_a_channel_that_cannot_be_one_is_refused_with_advice(pasted, advice):
     with pytest.raises(ValueError) as e:

@@ -329,6 +329,8 @@ def normalise_channel(value: str) -> str:
         if parts[0].lower() in _NOT_CHANNELS:
             raise ValueError(f"{value!r} is a Twitch page ({parts[0]}), not a channel; {_CHANNEL_ADVICE}")
         v = parts[0]
+    elif re.match(r"^(?:[a-z][a-z0-9+.-]*://)?[a-z0-9.-]+\.twitch\.tv(?:[:/?#]|$)", v, re.I):
+        raise ValueError(f"{value!r} is a Twitch page (a clip, an API), not a channel; {_CHANNEL_ADVICE}")
     elif "://" in v or re.match(r"^(?:www\.)?[a-z0-9-]+(?:\.[a-z0-9-]+)+/", v, re.I):
         raise ValueError(f"{value!r} is not a twitch.tv address; {_CHANNEL_ADVICE}")
     v = v.lstrip("#@").strip().lower()
