@@ -79,7 +79,10 @@ def test_volume_rate_and_default_voice_live_and_across_a_restart(tmp_path):
         d.ctl("volume", "file", "100%")
         d.ctl("volume", "master", "150")
         amp = samples_of(d, say(d, voice="en"))
-        assert peak(amp) == pytest.approx(min(32767, peak(loud) * 1.5), abs=2)  # clipped at full scale, not wrapped
+        if peak(loud) * 1.5 > 32767 * 1.05:  # clipped at full scale, never wrapped around
+            assert peak(amp) >= 32766 and amp.min() >= -32767
+        else:
+            assert peak(amp) / peak(loud) == pytest.approx(1.5, abs=0.05)
         assert 1.3 < rms(amp) / rms(loud) <= 1.5
         d.ctl("volume", "100")
 
