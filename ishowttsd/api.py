@@ -150,7 +150,8 @@ class SourceParams(Params):
 
 class SourceAddParams(Params):
     type: str = Field(min_length=1, max_length=64, description="bilibili, twitch, ...")
-    settings: dict[str, Any] = Field(default_factory=dict, description='its table\'s keys: {"room_id": 123} or {"channel": "name"}')
+    settings: dict[str, Any] = Field(default_factory=dict, description='its table\'s keys: {"room_id": 123} or {"channel": "name"}; '
+                                     "a room's or channel's address works too; without a name it is named TYPE-ROOM")
 
 
 class VoiceIdParams(Params):
@@ -177,6 +178,21 @@ class SynthesizeParams(Params):
     voice: str | None = Field(default=None, max_length=200)
     format: AudioFormat = "wav"
     options: dict[str, Any] = Field(default_factory=dict, description="engine options: speed; F5 steps, cfg_strength, seed")
+
+
+class VolumeParams(Params):
+    percent: int = Field(ge=0, le=150, description="0 is silence, 100 as synthesized, above 100 amplifies (loud peaks clip)")
+    sink: str | None = Field(default=None, min_length=1, max_length=200,
+                             description="a sink's name (see `status`); default: the master volume, over every sink")  # fmt: skip
+
+
+class RateParams(Params):
+    rate: float = Field(ge=0.5, le=2.0, description="speech rate for every utterance: 1 is the voices' own speed")
+
+
+class DefaultVoiceParams(Params):
+    id: str | None = Field(default=None, min_length=1, max_length=200,
+                           description="a voice id (see `voices`); null: back to [engine] default_voice")  # fmt: skip
 
 
 class HistoryParams(Params):
@@ -223,7 +239,7 @@ class Api:
 
     def __init__(self, *, config: Config, runtime: Runtime, events, queue, speaker, engines, health, hardware,
                  plugins, sources: list, sinks: list, intake, paid, reload: Callable[[], dict[str, Any]],
-                 lineup=None, history=None, voicestore=None, direct=None, web=None) -> None:  # fmt: skip
+                 lineup=None, history=None, voicestore=None, direct=None, web=None, live=None) -> None:  # fmt: skip
         self.cfg = config
         self.runtime = runtime
         self.events = events
@@ -244,7 +260,9 @@ class Api:
         self.voicestore = voicestore
         self.direct = direct
         self.web = web
+        self.live = live  # volumes, rate and default voice changed at run time (live_settings.py)
         self._bench_lock = anyio.Lock()
+        self._live_lock = anyio.Lock()
         self.verbs: dict[str, Verb] = {}
         for attr in dir(type(self)):
             fn = getattr(type(self), attr)
@@ -299,7 +317,27 @@ class Api:
                         "broken": [r.to_dict() for r in self.plugins.broken]},
             "hardware": self.hardware.snapshot(),
             "web": self.web.status() if self.web is not None else {"enabled": False},
+            "sound": self.sound(),
         }  # fmt: skip
+
+    def sound(self) -> dict[str, Any]:
+        """The live sound: master and per-sink volume, rate, default voice (chosen, config, in use)."""
+        if self.live is None:
+            return {"enabled": False}
+        st = self.live.status([s.name for s in self.sinks])
+        chosen = st.pop("default_voice")
+        st["default_voice"] = self.engines.default_voice
+        st["default_voice_chosen"] = chosen
+        st["default_voice_config"] = self.cfg.engine.default_voice
+        notes = []
+        if chosen and self.engines.active is not None and not self.engines.has_voice(chosen):
+            instead = repr(self.engines.default_voice) if self.engines.default_voice else "the engine's first voice"
+            notes.append(f"the chosen default voice {chosen!r} is not available now; {instead} speaks instead")
+        if chosen and self.cfg.moderation.default_voice:
+            notes.append(f"chat messages use [moderation] default_voice = {self.cfg.moderation.default_voice!r}, which comes "
+                         "before this default; remove it from the config to let the default voice apply to chat")  # fmt: skip
+        st["notes"] = notes
+        return st
 
     def summary(self) -> dict[str, Any]:
         """What a run did, for `--summary` and scripts."""
@@ -359,7 +397,7 @@ class Api:
             v["uploaded"] = bool(self.voicestore and self.voicestore.has(v["id"]))
             v["configured"] = v["id"] in configured
         kinds = {n: {"clones": e.clones, "options": e.Options.fields()} for n, e in engines.engines.items()}
-        return {"voices": voices, "default": self.cfg.engine.default_voice, "engines": kinds}
+        return {"voices": voices, "default": engines.default_voice, "engines": kinds}
 
     @verb("plugins")
     async def v_plugins(self, _: NoParams) -> dict:
@@ -472,6 +510,66 @@ class Api:
         await self.speaker.resume()
         return {"paused": False}
 
+    # -- verbs: live sound ---------------------------------------------------------------------
+
+    def _live(self):
+        if self.live is None:
+            raise ApiError("not_ready", "live sound settings are not set up in this daemon")
+        return self.live
+
+    async def _saved(self) -> bool:
+        """Keep the live settings as they are now; the write (with its fsync: slow on an SD card)
+        runs in a thread, one at a time, so the file always ends with the latest change."""
+        live = self._live()
+        async with self._live_lock:
+            if await anyio.to_thread.run_sync(live.write, live.snapshot()):  # the state when its turn comes
+                return True
+        self.events.publish("live.problem", path=str(live.path), problem=live.problem)
+        return False
+
+    @verb("sound")
+    async def v_sound(self, _: NoParams) -> dict:
+        """The live sound: master volume, each sink's volume, speech rate and default voice."""
+        self._live()
+        return self.sound()
+
+    @verb("volume", VolumeParams, mutates=True)
+    async def v_volume(self, p: VolumeParams) -> dict:
+        """Set the master volume, or one sink's, in percent (0-150); heard from the next audio chunk."""
+        live = self._live()
+        if p.sink is not None and not any(s.name == p.sink for s in self.sinks):
+            names = [s.name for s in self.sinks]
+            raise ApiError("not_found", f"no sink {p.sink!r}; the sinks are {names} (see `ishowttsctl status`); "
+                           "leave the sink out to set the master volume")  # fmt: skip
+        was = live.set_volume(p.sink, p.percent)
+        saved = await self._saved()
+        self.events.publish("volume.changed", sink=p.sink or "master", percent=p.percent, was=was, saved=saved)
+        return {**self.sound(), "saved": saved}
+
+    @verb("rate", RateParams, mutates=True)
+    async def v_rate(self, p: RateParams) -> dict:
+        """Set the speech rate (0.5-2.0, a speed multiplier every engine honours); used from the next utterance."""
+        live = self._live()
+        rate = round(p.rate, 3)
+        was = live.set_rate(rate)
+        saved = await self._saved()
+        self.events.publish("rate.changed", rate=rate, was=was, saved=saved)
+        return {**self.sound(), "saved": saved}
+
+    @verb("voices.default", DefaultVoiceParams, mutates=True)
+    async def v_voice_default(self, p: DefaultVoiceParams) -> dict:
+        """Choose the default voice (a known voice; null: the config's again); used from the next utterance."""
+        live = self._live()
+        engines = self._ready_engines()
+        if p.id is not None and not engines.has_voice(p.id):
+            known = sorted(v["id"] for v in engines.voices() if not v.get("error"))
+            raise ApiError("unknown_voice", f"no voice {p.id!r}; the known voices are {known} "
+                           "(`ishowttsctl voices` lists them with their engines)")  # fmt: skip
+        was = live.set_default_voice(p.id)
+        saved = await self._saved()
+        self.events.publish("voice.default_changed", voice=p.id, was=was, saved=saved)
+        return {**self.sound(), "saved": saved}
+
     # -- verbs: configuration ------------------------------------------------------------------
 
     @verb("reload", mutates=True)
@@ -569,6 +667,9 @@ class Api:
             raise ApiError("invalid_params", f"settings: {local} name local files or secrets; put them in the config file")
         try:
             settings = validate_table(cls.Settings, {**p.settings, "type": p.type}, "settings", None)
+            if settings.name is None:  # named for what was added, as its Settings normalised it (a URL → the room)
+                room = next((getattr(settings, k) for k in ("room_id", "channel") if getattr(settings, k, None)), None)
+                settings = settings.model_copy(update={"name": f"{p.type}-{room}" if room is not None else p.type})
             return self._lineup().add(cls, settings).status()
         except ConfigError as e:
             raise ApiError("invalid_params", str(e).removeprefix("config: ")) from None

@@ -99,6 +99,8 @@ def _human(verb: str, r: Any) -> str:
         if web.get("enabled"):
             lines.append(f"web      {web.get('url') or 'NOT LISTENING: ' + str(web.get('error'))}"
                          + (f"  {web.get('clients')} streams open" if web.get("url") else "") + "  (`ishowttsctl web` to sign in)")
+        if (r.get("sound") or {}).get("master") is not None:
+            lines.append(_sound_line(r["sound"]))
         if r.get("reasons"):
             lines.append("reasons  " + "  ".join(f"{k} {v}" for k, v in sorted(r["reasons"].items())))
         lines += _hardware_lines(r.get("hardware") or {})
@@ -107,6 +109,11 @@ def _human(verb: str, r: Any) -> str:
         if r["plugins"]["broken"]:
             lines += ["", "BROKEN PLUGINS", _table(r["plugins"]["broken"], ["name", "state", "path", "error"])]
         return "\n".join(lines)
+    if verb in ("sound", "volume", "rate", "voice-default"):
+        out = [_sound_line(r)] + [f"  note: {n}" for n in r.get("notes", [])]
+        if r.get("saved") is False:
+            out.append(f"  NOT SAVED (holds until a restart): {r.get('problem')}")
+        return "\n".join(out)
     if verb == "health":
         width = max((len(c["check"]) for c in r["checks"]), default=5)
         lines = [f"health: {r['status'].upper()}"]
@@ -178,6 +185,32 @@ def _human(verb: str, r: Any) -> str:
         lines.append(f"baseline saved to {r['saved']}" if r["saved"] else "not saved (add --save-baseline to keep it as the health baseline)")
         return "\n".join(lines)
     return json.dumps(r, ensure_ascii=False)
+
+
+def _sound_line(snd: dict) -> str:
+    sinks = "  ".join(f"{name} {v}%" for name, v in snd.get("sinks", {}).items())
+    voice = snd.get("default_voice") or "(the engine's first)"
+    if snd.get("default_voice_chosen") and snd["default_voice_chosen"] != snd.get("default_voice"):
+        voice += f" (chosen {snd['default_voice_chosen']}: not available)"
+    elif not snd.get("default_voice_chosen"):
+        voice += " (config)"
+    return (f"sound    volume master {snd['master']}%" + (f"  {sinks}" if sinks else "")
+            + f"  rate {snd['rate']:g}x  default voice {voice}")
+
+
+def _volume_params(values: list[str]) -> dict[str, Any]:
+    """`volume [SINK] PERCENT`: ("80"), ("alsa", "80"), ("master", "80"); "80%" is fine."""
+    if len(values) not in (1, 2):
+        raise ValueError("volume: give PERCENT (the master volume) or SINK PERCENT, e.g. `volume 80` or `volume alsa 120`")
+    text = values[-1].strip().removesuffix("%")
+    try:
+        percent = int(text)
+    except ValueError:
+        raise ValueError(f"volume: {values[-1]!r} is not a whole number of percent (0-150)") from None
+    params: dict[str, Any] = {"percent": percent}
+    if len(values) == 2 and values[0] != "master":
+        params["sink"] = values[0]
+    return params
 
 
 def _hardware_lines(hw: dict) -> list[str]:
@@ -287,9 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
     ss = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     for action in ("stop", "start"):
         ss.add_parser(action, help=f"{action} a source by name (see `ishowttsctl status`)").add_argument("name")
-    q = ss.add_parser("add", help="add a source for this run: bilibili ROOM_ID or twitch CHANNEL")
+    q = ss.add_parser("add", help="add a source for this run: bilibili ROOM or twitch CHANNEL (a number, name or address)")
     q.add_argument("type", choices=["bilibili", "twitch"])
-    q.add_argument("room", help="the Bilibili room id or the Twitch channel")
+    q.add_argument("room", help="the Bilibili room number or live.bilibili.com address; "
+                   "the Twitch channel, #channel or twitch.tv address")
     q.add_argument("--name", help="its name in status (default: TYPE-ROOM)")
     p = sub.add_parser("history", help="the last utterances spoken; --save ID FILE writes one's audio")
     p.add_argument("--limit", type=int, default=20)
@@ -300,6 +334,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="wav", choices=["wav", "pcm", "flac", "mp3", "opus"])
     p.add_argument("--out", required=True, help="the file to write")
     _option_args(p)
+    sub.add_parser("sound", help="the live sound: master and per-sink volume, speech rate, default voice")
+    p = sub.add_parser("volume", help="set the volume live, in percent (0-150): PERCENT for the master, SINK PERCENT for one sink")
+    p.add_argument("values", nargs="*", metavar="[SINK] PERCENT", help="no value: show the volumes")
+    p = sub.add_parser("rate", help="set the speech rate live (0.5-2.0; 1 is the voices' own speed)")
+    p.add_argument("rate", nargs="?", help="e.g. 1.2 or 1.2x; no value: show it")
+    p = sub.add_parser("voice-default", aliases=["default-voice"], help="choose the default voice live (see `voices`)")
+    p.add_argument("id", nargs="?", help="a voice id; no value: show it")
+    p.add_argument("--config", action="store_true", help="go back to [engine] default_voice from the config")
     sub.add_parser("web", help="the control room's address with a one-time login code, and the overlay's")
     sub.add_parser("plugins", help="loaded, broken and refused plugins")
     p = sub.add_parser("watch", help="stream events live")
@@ -342,7 +384,7 @@ def _room_request(args) -> tuple[str, dict[str, Any], str | None]:
         return "voices.preview", {"id": args.id, **({"text": args.text} if args.text else {})}, args.out
     if verb == "source" and args.action == "add":
         key = "room_id" if args.type == "bilibili" else "channel"
-        settings = {key: int(args.room) if key == "room_id" else args.room, "name": args.name or f"{args.type}-{args.room}".lower()}
+        settings = {key: args.room, **({"name": args.name} if args.name else {})}  # an address is normalised by the daemon
         return "sources.add", {"type": args.type, "settings": settings}, None
     if verb == "source":
         return f"sources.{args.action}", {"name": args.name}, None
@@ -351,6 +393,22 @@ def _room_request(args) -> tuple[str, dict[str, Any], str | None]:
     if verb == "history":
         return "history", {"limit": args.limit}, None
     return "synthesize", {"text": args.text, "voice": args.voice, "format": args.format, "options": _options(args)}, args.out
+
+
+def _sound_request(args, verb: str) -> tuple[str, dict[str, Any]]:
+    """(method, params) of `volume`, `rate` and `voice-default`; without a value, they show the sound."""
+    if verb == "volume":
+        return ("volume", _volume_params(args.values)) if args.values else ("sound", {})
+    if verb == "rate":
+        if args.rate is None:
+            return "sound", {}
+        try:
+            return "rate", {"rate": float(args.rate.strip().rstrip("x×"))}
+        except ValueError:
+            raise ValueError(f"rate: {args.rate!r} is not a number; give a speed multiplier 0.5-2.0, e.g. `rate 1.2`") from None
+    if args.config:
+        return "voices.default", {"id": None}
+    return ("voices.default", {"id": args.id}) if args.id else ("sound", {})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -384,6 +442,13 @@ def main(argv: list[str] | None = None) -> int:
         params = {"classes": args.classes}
     elif verb == "voices" and args.reload is not None:
         method, params = "voices.reload", ({"id": args.reload} if args.reload else {})
+    elif verb in ("volume", "rate", "voice-default", "default-voice"):
+        verb = "voice-default" if verb == "default-voice" else verb
+        try:
+            method, params = _sound_request(args, verb)
+        except ValueError as e:
+            print(f"ishowttsctl: {e}", file=sys.stderr)
+            return EXIT_ERROR
     elif verb == "bench":
         params = {"runs": args.runs, "voice": args.voice, "texts": args.texts, "save_baseline": args.save_baseline}
     elif verb in ("source", "history", "synthesize") or (verb == "voices" and args.action):

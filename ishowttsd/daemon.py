@@ -24,6 +24,7 @@ from ishowttsd.hardware import Hardware
 from ishowttsd.health import HealthMonitor
 from ishowttsd.intake import Intake
 from ishowttsd.lineup import Lineup
+from ishowttsd.live_settings import FILE_NAME as LIVE_FILE, LiveSettings
 from ishowttsd.moderation import Moderator
 from ishowttsd.paid import PaidSpeech
 from ishowttsd.plugins import PluginManager
@@ -91,8 +92,10 @@ class Daemon:
         self.lineup = Lineup(self.sources, lambda cls, settings: cls(settings, sctx))
         _unique_names("sources", self.sources, cfg)
         _unique_names("sinks", self.sinks, cfg)
-        self.engines = EngineHost(cfg, self.plugins.engines, self.events)
-        self.speaker = Speaker(self.queue, self.engines, self.sinks, self.events, batch_min_rtf=cfg.queue.batch_min_rtf)
+        self.live = LiveSettings(state_dir / LIVE_FILE)  # volumes, rate, default voice set at run time
+        self.engines = EngineHost(cfg, self.plugins.engines, self.events, live=self.live)
+        self.speaker = Speaker(self.queue, self.engines, self.sinks, self.events, batch_min_rtf=cfg.queue.batch_min_rtf,
+                               live=self.live)  # fmt: skip
         self.paid = PaidSpeech(cfg, self.queue, self.events, stopping=lambda: self.runtime.state == "stopping",
                                said=self.speaker.said, audible=self.speaker.audible)  # fmt: skip
         self.commands = ChatCommands(cfg.commands, state_dir, self.events, has_voice=lambda v: self.engines.has_voice(v))
@@ -125,7 +128,7 @@ class Daemon:
             sources=self.sources, sinks=self.sinks, intake=self.intake, paid=self.paid, reload=self.reload,
             lineup=self.lineup, history=next((s for s in self.sinks if s.type == "history"), None),
             voicestore=self.voicestore, direct=DirectSynthesis(self.engines, self.queue, self.speaker, cfg.web),
-            web=self.web,
+            web=self.web, live=self.live,
         )  # fmt: skip
         self.control.api = self.api
         self.commands.act = self.api.call  # chat commands act through the control verbs
@@ -220,6 +223,10 @@ class Daemon:
         try:
             # after bind: a second daemon on this socket is refused before it touches the journal
             self.paid.open(lambda platform, mid: self.intake.moderator.state.seen_id(platform, mid, time.monotonic()))
+            self.live.load()
+            if self.live.problem:
+                self.events.publish("live.problem", path=str(self.live.path), problem=self.live.problem,
+                                    moved_to=self.live.moved_to)  # fmt: skip
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self.loop_watch.run)
                 tg.start_soon(self.notifier.watchdog_loop)
@@ -243,6 +250,11 @@ class Daemon:
                 tg.start_soon(self.greeter.run)
                 await self.engines.start()
                 await self._uploaded_voices()
+                chosen = self.live.default_voice
+                if chosen and not self.engines.has_voice(chosen):  # kept: it may come back (an engine, an upload)
+                    instead = self.engines.default_voice or "the engine's first voice"
+                    self.events.publish("voice.fallback", voice=chosen, engine=self.engines.active,
+                                        reason=f"the default voice chosen live is not available; {instead} speaks")  # fmt: skip
                 self.runtime.state = "running"
                 self.events.publish("ready", engine=self.engines.active)
                 self.notifier.status(self._status_line())

@@ -213,6 +213,19 @@ _declare("voice.uploaded", "A voice got an uploaded reference recording (kept in
          voice="the voice id", engine="the engine that prepared it", seconds="the recording's length")
 _declare("voice.restored", "A voice's upload was removed: the configured recording is back, or the voice is gone.",
          voice="the voice id", now="config or removed")
+# -- live sound (kept across restarts in the state folder's live.json) -------------------------------------
+_declare("volume.changed", "A volume was changed live (`ishowttsctl volume`); heard from the next audio chunk.",
+         sink="the sink, or master", percent="the new volume, 0-150", was="the old volume",
+         saved="false when live.json could not be written (the change holds until a restart)")
+_declare("rate.changed", "The speech rate was changed live (`ishowttsctl rate`); used from the next utterance.",
+         rate="the new speed multiplier, 0.5-2.0", was="the old one",
+         saved="false when live.json could not be written (the change holds until a restart)")
+_declare("voice.default_changed", "The default voice was changed live (`ishowttsctl voice-default`); used from the next "
+         "utterance that names no voice.", voice="the new default (none: the config's again)", was="the old one",
+         saved="false when live.json could not be written (the change holds until a restart)")
+_declare("live.problem", "The live sound settings file could not be read or written: the defaults are used, or a "
+         "change holds until a restart only.", logging.WARNING, path="the file", problem="what is wrong, with the fix",
+         moved_to="where a corrupt file was put")
 # -- sources and sinks ------------------------------------------------------------------------------------
 _declare("source.state", "A source's connection state changed (connecting, connected, backoff, down, ...).",
          _part_state_level, source="the source instance", state="its new state", detail="what it is doing",

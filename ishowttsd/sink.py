@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, ClassVar
+from typing import Any, AsyncIterator, Callable, ClassVar
 
 from pydantic import Field
 
 from ishowttsd.channels import Channels
 from ishowttsd.config import Config
 from ishowttsd.events import EventBus
+from ishowttsd.live_settings import apply_gain
 from ishowttsd.messages import AudioChunk, Utterance
 from ishowttsd.part import Part, PartSettings
 
@@ -87,14 +88,17 @@ class SynthesisStats:
 class Playback:
     """One utterance as a sink sees it: what is said, its audio as it arrives, its stats.
 
-    `chunks()` yields audio as the engine produces it; iterate it to the end (the stats are
-    final then). If the utterance is skipped, `play()` is cancelled: stop the sound at once.
+    `chunks()` yields audio as the engine produces it, at the sink's live volume (read as each
+    chunk is taken, so a change is heard from the next chunk); iterate it to the end (the stats
+    are final then). If the utterance is skipped, `play()` is cancelled: stop the sound at once.
     """
 
     utterance: Utterance
     sample_rate: int
     stats: SynthesisStats
     _stream: Any = field(repr=False, default=None)
+    # the factor this sink's audio is scaled by now (master x sink volume); None: as synthesized
+    gain: Callable[[], float] | None = field(repr=False, default=None)
 
     @property
     def key(self) -> str:
@@ -104,7 +108,8 @@ class Playback:
 
     async def chunks(self) -> AsyncIterator[AudioChunk]:
         async for chunk in self._stream:
-            yield chunk
+            g = 1.0 if self.gain is None else self.gain()
+            yield chunk if g == 1.0 else AudioChunk(apply_gain(chunk.samples, g), chunk.sample_rate)
 
 
 class Sink(Part):

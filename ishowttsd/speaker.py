@@ -20,7 +20,7 @@ import statistics
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import anyio
@@ -30,6 +30,7 @@ from anyio.abc import TaskGroup
 from ishowttsd.engines.base import Engine, EngineError, Voice, stream_synthesis
 from ishowttsd.engines.host import EngineHost
 from ishowttsd.events import EventBus
+from ishowttsd.live_settings import LiveSettings
 from ishowttsd.messages import AudioChunk, Utterance
 from ishowttsd.queue import SpeechQueue
 from ishowttsd.sink import NotPlayed, Playback, Sink, SynthesisStats
@@ -73,8 +74,11 @@ class Speaker:
         events: EventBus,
         sink_slack_s: float = 5.0,
         batch_min_rtf: float = 0.0,
+        live: LiveSettings | None = None,
     ) -> None:
         self.queue = queue
+        # the streamer's live sound: volumes read per chunk by each sink, the rate per utterance
+        self.live = live
         self.engines = engines
         self.sinks = [_SinkRunner(s) for s in sinks]
         self.events = events
@@ -189,7 +193,7 @@ class Speaker:
             await self._slots.acquire()
             utt = await self.queue.get()
             try:
-                engine, voice = self.engines.resolve(utt.voice, utt.options)
+                engine, voice = self._resolve(utt)
             except Exception as e:  # one utterance's trouble must not end speech for good
                 log.exception("cannot find a voice for utterance %s", utt.id)
                 self.events.publish("failed", **utt.event_fields(), reason="voice", error=f"{type(e).__name__}: {e}")
@@ -203,6 +207,13 @@ class Speaker:
                 await self._synthesize(prepared[0], voice)
             else:
                 await self._synthesize_batch(prepared, [v for _, v in members])
+
+    def _resolve(self, utt: Utterance) -> tuple[Engine, Voice]:
+        """The engine and voice for `utt`, at the live speech rate (a speed multiplier that every
+        engine honours, on top of the voice's own speed and the utterance's options)."""
+        engine, voice = self.engines.resolve(utt.voice, utt.options)
+        rate = self.live.rate if self.live is not None else 1.0
+        return engine, (voice if rate == 1.0 else replace(voice, speed=voice.speed * rate))
 
     def _synthesis_is_the_bottleneck(self) -> bool:
         """Batch only while synthesis is slow next to playback (median RTF of the last 20
@@ -221,7 +232,7 @@ class Speaker:
             if u.priority != head.priority or u.options != head.options:
                 return False
             try:
-                e, v = self.engines.resolve(u.voice, u.options)
+                e, v = self._resolve(u)
             except Exception:  # it fails on its own turn, with its own event
                 return False
             voices[u.id] = v
@@ -384,7 +395,7 @@ class Speaker:
         # costs the queue its slack once, not on every utterance
         stalled = {id(r) for r, _, _ in runners if r.sink.state == "stalled"}
         for r, s, rcv in runners:
-            pb = Playback(utterance=utt, sample_rate=p.stats.sample_rate, stats=p.stats, _stream=rcv)
+            pb = Playback(utterance=utt, sample_rate=p.stats.sample_rate, stats=p.stats, _stream=rcv, gain=self._gain(r.sink.name))
             self._tg.start_soon(self._run_sink, r, pb, finished[id(r)], p.outcomes)
         async for chunk in _prepend(first, p.recv):
             await self._hold(p)
@@ -422,6 +433,10 @@ class Speaker:
                 r.sink.counters["timeouts"] += 1
                 r.sink.set_state("stalled", "did not finish in time; skipped while busy")
         self._publish_end(p)
+
+    def _gain(self, sink: str) -> Callable[[], float] | None:
+        live = self.live
+        return None if live is None else (lambda: live.gain(sink))
 
     async def _cut_off_later(self, r: _SinkRunner, finished: anyio.Event, deadline: float) -> None:
         with anyio.move_on_after(max(0.0, deadline - time.monotonic())):

@@ -209,6 +209,21 @@ def test_every_verb_over_http(d, http):
     call("sources.stop", {"name": "nope"}, status=404)
     call("sources.start", {"name": "nope"}, status=404)
     call("sources.add", {"type": "twitch", "settings": {"channel": "x", "token_file": "/etc/shadow"}}, status=400)
+    # the live sound, the same verbs as `ishowttsctl volume / rate / voice-default`
+    assert call("sound")["sinks"] == {"file": 100, "browser": 100, "history": 100}
+    assert call("volume", {"percent": 40})["master"] == 40
+    assert call("volume", {"sink": "browser", "percent": 150})["sinks"]["browser"] == 150
+    assert "no sink 'nope'" in call("volume", {"sink": "nope", "percent": 10}, status=404)["error"]["message"]
+    assert call("volume", {"percent": 151}, status=400)["error"]["code"] == "invalid_params"
+    assert call("rate", {"rate": 1.5})["rate"] == 1.5
+    assert call("rate", {"rate": 0.1}, status=400)["error"]["code"] == "invalid_params"
+    assert call("voices.default", {"id": "zh"})["default_voice"] == "zh"
+    assert call("voices", method="GET")["default"] == "zh"
+    assert call("voices.default", {"id": "nope"}, status=400)["error"]["code"] == "unknown_voice"
+    assert http.get("/api/volume", params={"percent": "10"}).status_code == 405  # a change is a POST
+    assert call("status", method="GET")["sound"]["master"] == 40
+    call("volume", {"percent": 100}), call("volume", {"sink": "browser", "percent": 100}), call("rate", {"rate": 1})
+    assert call("voices.default", {"id": None})["default_voice_chosen"] is None
     r = http.post("/api/events.watch", json={})
     assert r.status_code == 400 and "/api/events" in r.json()["error"]["message"]
     done.add("events.watch")

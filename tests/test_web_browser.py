@@ -169,6 +169,41 @@ def test_the_control_room_in_a_browser(daemon, browser, tmp_path):
     ctx.close()
 
 
+def slide(page, selector: str, value) -> None:
+    """Move a range input as a hand does: `input` events while dragging, `change` on release."""
+    page.eval_on_selector(selector, """(e, v) => { e.focus(); e.value = v; e.dispatchEvent(new Event("input", {bubbles: true}));
+                                                   e.dispatchEvent(new Event("change", {bubbles: true})); }""", str(value))
+
+
+def test_live_sound_from_the_control_room(browser, tmp_path):
+    """Volume sliders (master and per sink), the rate slider and the default-voice picker change the
+    daemon at once, and a change from elsewhere (`ishowttsctl volume`) moves the slider."""
+    expect = playwright.expect
+    config = '[engine]\ndefault = "espeak"\ndefault_voice = "en"\n\n[[sinks]]\ntype = "file"\ndirectory = "out"\n'
+    with WebDaemon(tmp_path, config) as d:
+        page = browser.new_context(locale="en-US").new_page()
+        page.goto(d.url + "/login?code=" + d.login_code())
+        page.wait_for_url(d.url + "/")
+        expect(page.locator("h2[data-i18n=sound]")).to_have_text("Sound")
+        expect(page.locator("#vol-sink-file")).to_have_value("100")
+        slide(page, "#vol-master", 50)
+        d.wait_for(lambda: d.request("sound")["master"] == 50, what="the master volume from the page")
+        expect(page.locator("#vol-master-value")).to_have_text("50%")
+        slide(page, "#vol-sink-file", 120)
+        d.wait_for(lambda: d.request("sound")["sinks"]["file"] == 120, what="the file sink's volume from the page")
+        slide(page, "#rate", 1.5)
+        d.wait_for(lambda: d.request("sound")["rate"] == 1.5, what="the rate from the page")
+        expect(page.locator("#rate-value")).to_have_text("1.5×")
+        page.select_option("#default-voice", "zh")
+        d.wait_for(lambda: d.request("sound")["default_voice"] == "zh", what="the default voice from the page")
+        expect(page.locator("#say-voice option").first).to_contain_text("zh")
+        d.ctl("volume", "80")  # changed elsewhere: the page follows
+        expect(page.locator("#vol-master")).to_have_value("80")
+        page.select_option("#default-voice", "")  # back to the config's
+        d.wait_for(lambda: d.request("sound")["default_voice_chosen"] is None, what="the config's default voice")
+        shot(page, "control-room-sound.png", tmp_path)
+
+
 def test_the_web_benchmark_runs(tmp_path):
     """A small run of the benchmark script (its figures come from a full run, not from tests)."""
     out = tmp_path / "bench.json"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
 from typing import Any, Iterator
 
 import anyio
@@ -17,6 +18,7 @@ from ishowttsd.reconnect import Backoff
 from ishowttsd.config import Config, ConfigError, validate_table
 from ishowttsd.engines.base import Engine, EngineContext, EngineError, EngineUnavailable, Voice
 from ishowttsd.events import EventBus
+from ishowttsd.live_settings import LiveSettings
 from ishowttsd.messages import AudioChunk
 
 log = logging.getLogger("ishowttsd.engines")
@@ -25,8 +27,9 @@ log = logging.getLogger("ishowttsd.engines")
 class EngineHost:
     """The engines in use. All engine calls go through `limiter`: one worker owns the model."""
 
-    def __init__(self, cfg: Config, registry: dict[str, type[Engine]], events: EventBus) -> None:
+    def __init__(self, cfg: Config, registry: dict[str, type[Engine]], events: EventBus, live: LiveSettings | None = None) -> None:
         self.cfg = cfg
+        self.live = live  # its default voice, chosen at run time, comes before [engine] default_voice
         self.registry = registry
         self.events = events
         self.limiter = anyio.CapacityLimiter(1)
@@ -201,10 +204,19 @@ class EngineHost:
             voice = voice.tuned(engine.Options.model_validate(options))
         return engine, voice
 
+    @property
+    def default_voice(self) -> str | None:
+        """The voice an utterance without one speaks with: the one chosen live (`voices.default`)
+        while it is known, else `[engine] default_voice`."""
+        chosen = self.live.default_voice if self.live is not None else None
+        if chosen and chosen in self._voices:
+            return chosen
+        return self.cfg.engine.default_voice
+
     def _lookup(self, voice_id: str | None) -> tuple[str, Voice]:
         if voice_id and voice_id in self._voices:
             return self._voices[voice_id]
-        default = self.cfg.engine.default_voice
+        default = self.default_voice
         if default and default in self._voices:
             return self._voices[default]
         for name in (self.cfg.engine.default, self.active):  # the default's, even while it is down
@@ -229,7 +241,7 @@ class EngineHost:
             return None
         lang = (voice.language or "").split("-")[0]
         same = [v for v in voices if lang and (v.language or "").split("-")[0] == lang]
-        dv = [v for v in voices if v.id == self.cfg.engine.default_voice]
+        dv = [v for v in voices if v.id == self.default_voice]
         return self._guarded(fb), (same or dv or voices)[0]
 
     # -- run-time failover ------------------------------------------------------------------------
@@ -392,6 +404,8 @@ class _Guarded:
             raise EngineUnavailable(f"{self._engine.name} is unavailable ({self._host.down.get(self._engine.name, {}).get('error')}) "
                                     "and there is no working fallback")  # fmt: skip
         engine, fb_voice = taken
+        # the utterance's tempo (live rate, per-request speed) carries over to the voice that stands in
+        fb_voice = replace(fb_voice, speed=fb_voice.speed * voice.speed)
         it = engine.synthesize(text, fb_voice, cancel)
         try:
             yield from _at_rate(it, self._engine.sample_rate)

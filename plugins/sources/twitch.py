@@ -12,12 +12,14 @@ RECONNECT moves to a new connection at once).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import anyio
 from pydantic import Field, field_validator
@@ -304,6 +306,98 @@ _SUB_PRICE_USD = {"1000": 4.99, "2000": 9.99, "3000": 24.99, "Prime": 4.99}
 
 
 # ---------------------------------------------------------------------------------------------
+# What streamers paste: a channel as name, #name or its address; a token as oauth:x, Bearer x,
+# or the whole address a token generator redirected to (pure functions, tested one by one)
+# ---------------------------------------------------------------------------------------------
+
+_LOGIN = re.compile(r"[a-z0-9_]{1,25}")
+_TWITCH_HOST = re.compile(r"^(?:[a-z][a-z0-9+.-]*://)?(?:(?:www|m|go|player|dashboard)\.)?twitch\.tv(?::\d+)?(?=[/?#]|$)", re.I)
+# first path segments that are Twitch's own pages, not channels
+_NOT_CHANNELS = {"videos", "directory", "settings", "search", "subscriptions", "inventory", "drops", "wallet",
+                 "downloads", "p", "jobs", "turbo", "store", "prime", "login", "signup", "messages", "friends"}  # fmt: skip
+_CHANNEL_ADVICE = "paste the channel's name, #name or its address (https://www.twitch.tv/<name>)"
+
+
+def normalise_channel(value: str) -> str:
+    """A Twitch channel's login from what a streamer pastes: ``name``, ``#name``, ``@name`` or a
+    twitch.tv address (any scheme, www./m. prefix, trailing path or query; popout and
+    moderator views, dashboard.twitch.tv/u/<name>). Raises ValueError with advice."""
+    v = value.strip()
+    host = _TWITCH_HOST.match(v)
+    if host:
+        path = re.split(r"[?#]", v[host.end():], maxsplit=1)[0]
+        parts = [p for p in path.split("/") if p]
+        if parts and parts[0] in ("popout", "moderator", "embed", "u") and len(parts) > 1:
+            parts = parts[1:]
+        if not parts:
+            raise ValueError(f"{value!r} is Twitch's front page, not a channel; {_CHANNEL_ADVICE}")
+        if parts[0].lower() in _NOT_CHANNELS:
+            raise ValueError(f"{value!r} is a Twitch page ({parts[0]}), not a channel; {_CHANNEL_ADVICE}")
+        v = parts[0]
+    elif re.match(r"^(?:[a-z][a-z0-9+.-]*://)?[a-z0-9.-]+\.twitch\.tv(?:[:/?#]|$)", v, re.I):
+        raise ValueError(f"{value!r} is a Twitch page (a clip, an API), not a channel; {_CHANNEL_ADVICE}")
+    elif "://" in v or re.match(r"^(?:www\.)?[a-z0-9-]+(?:\.[a-z0-9-]+)+/", v, re.I):
+        raise ValueError(f"{value!r} is not a twitch.tv address; {_CHANNEL_ADVICE}")
+    v = v.lstrip("#@").strip().lower()
+    if not v:
+        raise ValueError(f"the channel is empty; {_CHANNEL_ADVICE}")
+    if not _LOGIN.fullmatch(v):
+        bad = sorted({c for c in v if not re.fullmatch(r"[a-z0-9_]", c)})
+        what = (f"has characters a Twitch login cannot have ({' '.join(repr(c) for c in bad)})" if bad
+                else "is longer than 25 characters")  # fmt: skip
+        raise ValueError(f"channel {value!r} {what}: a channel is its login, 1-25 letters, digits or _; {_CHANNEL_ADVICE}")
+    return v
+
+
+_TOKEN_ADVICE = ("put only the user access token in the file or variable: `oauth:<token>`, the bare token, or the whole "
+                 "address the token generator sent you to (…#access_token=<token>&…)")  # fmt: skip
+
+
+def normalise_token(raw: str) -> str:
+    """A Twitch user access token from what a streamer pastes: ``oauth:x``, ``Bearer x``,
+    ``OAuth x``, the bare token, an OAuth redirect address or fragment carrying
+    ``access_token=``, or the token endpoint's JSON answer. Raises ValueError with advice;
+    the message never contains the token itself."""
+    v = raw.strip().strip("'\"").strip()
+    low = v.lower()
+    if re.search(r"client[_ -](?:secret|id)\b", low):
+        raise ValueError("this looks like the app's client id or client secret, not a user access token: those identify "
+                         f"the app and cannot log in to chat; {_TOKEN_ADVICE}")  # fmt: skip
+    if v.startswith("{"):
+        try:
+            data = json.loads(v)
+        except ValueError:
+            raise ValueError(f"the token looks like JSON but is not valid JSON; {_TOKEN_ADVICE}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("access_token"), str):
+            raise ValueError(f"the JSON has no access_token; {_TOKEN_ADVICE}")
+        v = data["access_token"].strip()
+    elif "=" in v and ("&" in v or "#" in v or "?" in v or low.startswith(("access_token=", "code=", "error="))):
+        parts = urlsplit(v) if "://" in v else None
+        query = parse_qs(parts.query if parts else "") if parts else {}
+        fragment = parse_qs(parts.fragment if parts else v.split("#", 1)[-1].lstrip("?"))
+        fields = {**query, **fragment}
+        if "error" in fields:
+            why = (fields.get("error_description") or fields["error"])[0]
+            raise ValueError(f"the address is Twitch's refusal ({why}), not a token: authorize again; {_TOKEN_ADVICE}")
+        if "access_token" not in fields:
+            if "code" in fields:
+                raise ValueError("the address carries an authorization code (?code=), not a token: it must be exchanged "
+                                 "for a token first. Use a generator with the implicit flow (its address ends in "
+                                 f"#access_token=…); {_TOKEN_ADVICE}")  # fmt: skip
+            raise ValueError(f"the address has no access_token in it; {_TOKEN_ADVICE}")
+        v = fields["access_token"][0].strip()
+    v = re.sub(r"^(?:oauth:|bearer\b|oauth\b)\s*", "", v, flags=re.I).strip()
+    if not v:
+        raise ValueError(f"the token is empty; {_TOKEN_ADVICE}")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", v):
+        raise ValueError("the token has spaces, quotes or other characters a Twitch token never has (a second line, "
+                         f"a label?); {_TOKEN_ADVICE}")  # fmt: skip
+    if len(v) > 200:
+        raise ValueError(f"the token is {len(v)} characters long, far longer than a Twitch token; {_TOKEN_ADVICE}")
+    return v
+
+
+# ---------------------------------------------------------------------------------------------
 # The source
 # ---------------------------------------------------------------------------------------------
 
@@ -332,10 +426,7 @@ class TwitchSettings(SourceSettings):
     @field_validator("channel")
     @classmethod
     def _channel(cls, v: str) -> str:
-        v = v.strip().lstrip("#").lower()
-        if not re.fullmatch(r"[a-z0-9_]{1,25}", v):
-            raise ValueError("a Twitch channel is its login: 1-25 letters, digits or _")
-        return v
+        return normalise_channel(v)
 
     @field_validator("url")
     @classmethod
@@ -355,6 +446,12 @@ class TwitchSource(Source):
         super().__init__(settings, ctx)
         self.s: TwitchSettings = settings
         self._token = read_secret(self.s.token_file, self.s.token_env, f"sources[{self.name}].token", ctx.config)
+        if self._token is not None:
+            try:
+                self._token = normalise_token(self._token)
+            except ValueError as e:
+                where = f"token_file {self.s.token_file}" if self.s.token_file else f"token_env {self.s.token_env}"
+                raise ConfigError(f"sources[{self.name}]: {where}: {e}") from None
         if self._token and not self.s.login:
             raise ConfigError(f"sources[{self.name}]: a token needs `login` (the account it belongs to)")
         self.link = Reconnector(self, self.s.reconnect.make())
@@ -379,7 +476,7 @@ class TwitchSource(Source):
         ) as ws:  # fmt: skip
             await ws.send("CAP REQ :twitch.tv/tags twitch.tv/commands")
             if self._token:
-                tok = self._token if self._token.startswith("oauth:") else f"oauth:{self._token}"
+                tok = f"oauth:{self._token}"
                 self._nick = self.s.login.lower()
                 await ws.send(f"PASS {tok}")
             else:

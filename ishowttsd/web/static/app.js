@@ -7,21 +7,22 @@ const T = {
     title: "控制室", engine: "引擎", logout: "退出", say: "说一句", say_ph: "要说的话", voice: "声音", priority: "优先级",
     speak: "说", queue: "队列", skip: "跳过", pause: "暂停", resume: "继续", clear: "清空", feed: "实时", history: "历史",
     voices: "声音", upload: "上传参考录音", voice_id: "声音 id（新的或已有的）", transcript: "录音里说的话（逐字）",
-    upload_go: "上传", sources: "来源", room_or_channel: "B站房间号 / Twitch 频道", add: "添加", sinks: "输出",
+    upload_go: "上传", sources: "来源", room_or_channel: "B站房间号或地址 / Twitch 频道", add: "添加", sinks: "输出",
     overlay: "叠加层 (OBS)", overlay_show: "显示叠加层地址", default_voice: "默认", speaking: "正在说", prepared: "已合成",
     waiting: "等待", remove: "移除", play: "播放", download: "下载", preview: "试听", restore: "恢复配置",
     stop: "停止", start: "启动", uploaded: "已上传", loading: "加载中", running: "运行中", stopping: "停止中",
     received: "收到", filtered: "未读", spoken: "已说", cut: "被打断", dropped: "丢弃", failed: "失败", expired: "过期",
     paused_state: "已暂停", queued: "已排队", done: "完成", nothing: "（空）", copied: "已复制叠加层地址",
     speed: "语速", steps: "步数", cfg_strength: "CFG", seed: "种子", clear_confirm: "清空所有等待和正在说的内容？",
-    lagged: "事件太多，已刷新", listeners: "收听",
+    lagged: "事件太多，已刷新", listeners: "收听", sound: "声音调节", master: "总音量", rate: "语速",
+    default_voice_label: "默认声音", config_voice: "配置文件",
   },
   en: {
     title: "Control room", engine: "Engine", logout: "Sign out", say: "Say something", say_ph: "Text to speak", voice: "Voice",
     priority: "Priority", speak: "Speak", queue: "Queue", skip: "Skip", pause: "Pause", resume: "Resume", clear: "Clear",
     feed: "Live feed", history: "History", voices: "Voices", upload: "Upload a reference recording",
     voice_id: "voice id (new or existing)", transcript: "what the recording says, word for word", upload_go: "Upload",
-    sources: "Sources", room_or_channel: "Bilibili room / Twitch channel", add: "Add", sinks: "Outputs",
+    sources: "Sources", room_or_channel: "room / channel, or its URL", add: "Add", sinks: "Outputs",
     overlay: "Overlay (OBS)", overlay_show: "Show the overlay URL", default_voice: "default", speaking: "speaking",
     prepared: "prepared", waiting: "waiting", remove: "Remove", play: "Play", download: "Download", preview: "Preview",
     restore: "Restore", stop: "Stop", start: "Start", uploaded: "uploaded", loading: "loading", running: "running",
@@ -29,6 +30,7 @@ const T = {
     failed: "failed", expired: "expired", paused_state: "paused", queued: "queued", done: "done", nothing: "(empty)",
     copied: "Overlay URL copied", speed: "speed", steps: "steps", cfg_strength: "CFG", seed: "seed",
     clear_confirm: "Drop everything waiting and speaking?", lagged: "too many events: refreshed", listeners: "listeners",
+    sound: "Sound", master: "Master", rate: "Rate", default_voice_label: "Default voice", config_voice: "config",
   },
 };
 let lang = localStorage.getItem("ishowtts.lang") || ((navigator.language || "").toLowerCase().startsWith("zh") ? "zh" : "en");
@@ -85,6 +87,7 @@ function renderStatus(s) {
   $("engine").textContent = (eng.active || "…") + (eng.fallback_reason ? " ⚠" : "");
   $("engine").title = eng.fallback_reason || "";
   $("rtf").textContent = s.speaker && s.speaker.rtf_median !== null ? s.speaker.rtf_median : "-";
+  renderSound(s.sound);
   counts = { ...(s.counts || {}) };
   renderCounts();
   const src = $("sources-list");
@@ -98,6 +101,53 @@ function renderStatus(s) {
   $("sinks-list").replaceChildren(...(s.sinks || []).map((x) => el("li", {},
     el("span", { class: "dot " + x.state }), el("span", { class: "text" }, x.name, " ",
       el("span", { class: "meta" }, x.state + (x.listeners !== undefined ? ` · ${t("listeners")} ${x.listeners}` : "") + (x.detail ? " — " + x.detail : ""))))));
+}
+
+// -- live sound: volumes, rate, default voice (kept across restarts by the daemon) --------------
+let sound = null;
+function renderSound(snd) {
+  if (!snd || snd.master === undefined) return;
+  sound = snd;
+  const box = $("sound-volumes");
+  for (const [name, pct] of Object.entries(snd.sinks)) {
+    let input = box.querySelector(`input[data-volume="${CSS.escape(name)}"]`);
+    if (!input) {
+      const out = el("output", {}, pct + "%");
+      input = el("input", { type: "range", min: 0, max: 150, step: 1, value: pct, "data-volume": name, id: "vol-sink-" + name });
+      wireVolume(input, out);
+      box.append(el("label", { class: "slider", title: name }, el("span", {}, name), input, out));
+    }
+    setSlider(input, pct, pct + "%");
+  }
+  for (const input of box.querySelectorAll("input[data-volume]")) {  // a sink that is gone
+    if (input.dataset.volume && !(input.dataset.volume in snd.sinks)) input.parentElement.remove();
+  }
+  setSlider($("vol-master"), snd.master, snd.master + "%");
+  setSlider($("rate"), snd.rate, snd.rate + "×");
+  renderDefaultVoice();
+  $("sound-notes").textContent = (snd.notes || []).concat(snd.problem ? [snd.problem] : []).join(" · ");
+}
+function setSlider(input, value, label) {
+  if (document.activeElement === input && input.dataset.dragging) return;  // never move it under the user's hand
+  input.value = value;
+  input.nextElementSibling.textContent = label;
+}
+function wireVolume(input, out) {
+  input.addEventListener("input", () => { input.dataset.dragging = "1"; out.textContent = input.value + "%"; });
+  input.addEventListener("change", () => {
+    delete input.dataset.dragging;
+    const params = { percent: Number(input.value) };
+    if (input.dataset.volume) params.sink = input.dataset.volume;
+    act("volume", params).then((r) => r && renderSound(r));
+  });
+}
+function renderDefaultVoice() {
+  const sel = $("default-voice");
+  if (document.activeElement === sel || !sound) return;
+  const cfg = sound.default_voice_config;
+  sel.replaceChildren(el("option", { value: "" }, `(${t("config_voice")}${cfg ? ": " + cfg : ""})`),
+    ...voicesCache.voices.filter((x) => !x.error).map((x) => el("option", { value: x.id }, `${x.id} · ${x.engine}`)));
+  sel.value = sound.default_voice_chosen || "";
 }
 
 function renderHealth(h) {
@@ -159,6 +209,7 @@ function renderVoices(v) {
     x.error ? null : el("button", { class: "small", onclick: () => play(`/api/voices/${encodeURIComponent(x.id)}/preview.wav`) }, t("preview")),
     x.uploaded ? el("button", { class: "small", onclick: () => act("voices.restore", { id: x.id }).then(loadVoices) }, t("restore")) : null)));
   renderOptions();
+  renderDefaultVoice();
 }
 
 function renderOptions() {
@@ -181,7 +232,8 @@ function refreshAll() { loadStatus(); loadQueue(); loadHistory(); loadVoices(); 
 // events say what changed; the page asks for fresh state at most a few times a second, and only
 // for what an event can have changed (20 pages open must not poll the daemon on every chat line)
 const QUEUE_EVENTS = new Set(["queued", "merged", "speaking", "spoken", "cut", "dropped", "expired", "failed", "paused", "resumed", "flood"]);
-const STATUS_EVENTS = new Set(["source.state", "sink.state", "paused", "resumed", "ready", "engine.ready", "engine.fallback", "web.listening"]);
+const STATUS_EVENTS = new Set(["source.state", "sink.state", "paused", "resumed", "ready", "engine.ready", "engine.fallback", "web.listening",
+  "volume.changed", "rate.changed", "voice.default_changed", "live.problem"]);
 const COUNTED = new Set(["received", "filtered", "merged", "queued", "dropped", "expired", "spoken", "failed", "cut"]);
 let counts = {};
 let refreshTimer = null;
@@ -273,9 +325,21 @@ function wire() {
     e.preventDefault();
     const type = $("source-type").value;
     const value = $("source-value").value.trim();
-    const settings = type === "bilibili" ? { room_id: Number(value) } : { channel: value };
-    const r = await act("sources.add", { type, settings: { name: `${type}-${value}`.toLowerCase(), ...settings } });
+    // a number, a name or a pasted address: the daemon normalises it and names the source TYPE-ROOM
+    const settings = type === "bilibili" ? { room_id: value } : { channel: value };
+    const r = await act("sources.add", { type, settings });
     if (r) { $("source-value").value = ""; loadStatus(); }
+  };
+  wireVolume($("vol-master"), $("vol-master-value"));
+  $("rate").addEventListener("input", () => { $("rate").dataset.dragging = "1"; $("rate-value").textContent = $("rate").value + "×"; });
+  $("rate").addEventListener("change", () => {
+    delete $("rate").dataset.dragging;
+    act("rate", { rate: Number($("rate").value) }).then((r) => r && renderSound(r));
+  });
+  $("default-voice").onchange = () => {
+    const id = $("default-voice").value;
+    act("voices.default", { id: id || null }).then((r) => { if (r) { renderSound(r); loadVoices(); } });
+    $("default-voice").blur();
   };
   $("overlay-link").onclick = async () => {
     const r = await act("web");

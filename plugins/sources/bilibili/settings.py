@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+import re
+
+from pydantic import Field, field_validator, model_validator
 
 from ishowttsd.reconnect import BackoffSettings
 from ishowttsd.source import SourceSettings
@@ -14,12 +16,46 @@ DEFAULT_UA = (
 )
 
 
+_ROOM_ADVICE = "paste the room number or the room's address (https://live.bilibili.com/<number>)"
+_LIVE_HOST = re.compile(r"^(?:https?://)?(?:www\.|m\.)?live\.bilibili\.com(?::\d+)?(?=[/?#]|$)", re.I)
+
+
+def parse_room(value: object) -> object:
+    """A Bilibili room number from what a streamer pastes: the number, or the room's address
+    (``https://live.bilibili.com/12345?...``, ``live.bilibili.com/h5/12345``, ``/blanc/12345``).
+    A b23.tv short link needs the network to resolve, so it is refused with advice, as are
+    addresses that are not a live room (a user's space, a video). Raises ValueError."""
+    if not isinstance(value, str):
+        return value  # a number, or None: pydantic checks it
+    v = value.strip()
+    if re.fullmatch(r"\d+", v):
+        return int(v)
+    low = v.lower()
+    if re.match(r"^(?:https?://)?b23\.tv/", low):
+        raise ValueError(f"{value!r} is a b23.tv short link, which only Bilibili's servers can resolve: open it in a "
+                         f"browser and {_ROOM_ADVICE}")  # fmt: skip
+    host = _LIVE_HOST.match(v)
+    if host:
+        path = re.split(r"[?#]", v[host.end():], maxsplit=1)[0]
+        parts = [p for p in path.split("/") if p]
+        if parts and parts[0].lower() in ("h5", "blanc", "blackboard", "p") and len(parts) > 1:
+            parts = parts[1:]
+        if parts and re.fullmatch(r"\d+", parts[0]):
+            return int(parts[0])
+        raise ValueError(f"{value!r} has no room number after live.bilibili.com/; {_ROOM_ADVICE}")
+    if "space.bilibili.com" in low:
+        raise ValueError(f"{value!r} is a user's space (their uid), not a live room: open their live room and {_ROOM_ADVICE}")
+    if "bilibili.com" in low:
+        raise ValueError(f"{value!r} is a Bilibili page but not a live room; {_ROOM_ADVICE}")
+    raise ValueError(f"room_id {value!r} is not a room number; {_ROOM_ADVICE}")
+
+
 class ReconnectSettings(BackoffSettings):
     """PROTOCOLS.md's policy for Bilibili: min(1 + 2(n-1), 20) s plus 0-3 s of jitter (the defaults)."""
 
 
 class BilibiliSettings(SourceSettings):
-    room_id: int | None = Field(default=None, gt=0, description="the room number in the live URL; short ids are fine")
+    room_id: int | None = Field(default=None, gt=0, description="the room number in the live URL, or the URL itself; short ids are fine")
     # web route login (optional): the SESSDATA cookie of the account whose uid is used
     sessdata_file: str | None = None
     sessdata_env: str | None = None
@@ -49,6 +85,11 @@ class BilibiliSettings(SourceSettings):
     max_decompressed: int = Field(default=DEFAULT_MAX_DECOMPRESSED, ge=1024, le=256 * 1024 * 1024)
     max_frame: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     reconnect: ReconnectSettings = Field(default_factory=ReconnectSettings)
+
+    @field_validator("room_id", mode="before")
+    @classmethod
+    def _room(cls, v: object) -> object:
+        return parse_room(v)
 
     @model_validator(mode="after")
     def _route(self) -> BilibiliSettings:
