@@ -294,8 +294,8 @@ def client_request(path: Path | str, method: str, params: dict | None = None, ti
         s.settimeout(timeout)
         s.connect(os.fspath(path))
         s.sendall(_line({"id": 1, "method": method, "params": params or {}}))
-        f = s.makefile("rb")
-        line = f.readline()
+        with s.makefile("rb") as f:  # closed here: an error reply kept in a traceback holds no socket
+            line = f.readline()
     if not line:
         raise ConnectionError("the daemon closed the connection without answering")
     resp = json.loads(line)
