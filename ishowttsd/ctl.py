@@ -67,6 +67,28 @@ def _cell(v: Any) -> str:
     return "".join(out) + "..."
 
 
+def _chat_lines(chat: dict, words: dict) -> list[str]:
+    """Chat commands (mutes with time left, refusals), greetings and how words are said."""
+    lines = []
+    cmd = chat.get("commands")
+    if cmd and cmd.get("enabled"):
+        mutes = ", ".join(f"{m['user']} ({m['platform']}, {m['left_s']:.0f} s)" for m in cmd["mutes"]) or "none"
+        lines.append(f"commands {cmd['prefix']}  muted: {mutes}  refused {cmd['refused_total']}"
+                     + (f"  PROBLEM: {cmd['problem']}" if cmd.get("problem") else ""))  # fmt: skip
+    greet = chat.get("greetings")
+    if greet and greet.get("kinds"):
+        lines.append(f"greeting {', '.join(greet['kinds'])} every {greet['interval_s']} s  lines {greet['lines']}"
+                     f"  stale {greet['stale']}")  # fmt: skip
+    if words and (words.get("nicknames") or words.get("replacements") or words.get("replacement_patterns")
+                  or words.get("read_numbers") or words.get("emoji") != "keep"):  # fmt: skip
+        c = words.get("counts") or {}
+        problems = {k: c[k] for k in ("pattern_timeouts", "pattern_errors", "rewrite_errors") if c.get(k)}
+        lines.append(f"words    {words['nicknames']} nicknames  {words['replacements']} replacements"
+                     f"  {words['replacement_patterns']} patterns  numbers {'on' if words['read_numbers'] else 'off'}"
+                     f"  emoji {words['emoji']}" + "".join(f"  {k.upper()} {v}" for k, v in problems.items()))  # fmt: skip
+    return lines
+
+
 def _human(verb: str, r: Any) -> str:
     if verb == "status":
         c = r["counts"]
@@ -101,6 +123,7 @@ def _human(verb: str, r: Any) -> str:
                          + (f"  {web.get('clients')} streams open" if web.get("url") else "") + "  (`ishowttsctl web` to sign in)")
         if (r.get("sound") or {}).get("master") is not None:
             lines.append(_sound_line(r["sound"]))
+        lines += _chat_lines(r.get("chat") or {}, r.get("moderation") or {})
         if r.get("reasons"):
             lines.append("reasons  " + "  ".join(f"{k} {v}" for k, v in sorted(r["reasons"].items())))
         lines += _hardware_lines(r.get("hardware") or {})
@@ -277,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("say", help="speak a text now (as the operator, no moderation)")
     p.add_argument("text")
     p.add_argument("--voice")
-    p.add_argument("--priority", default="urgent", help="urgent, paid, membership, moderator, normal, low")
+    p.add_argument("--priority", default="urgent", help="urgent, paid, membership, moderator, normal, low, greeting")
     _option_args(p)
     p = sub.add_parser("inject", help="a message as if from a platform, through moderation")
     p.add_argument("text", nargs="?", default="")

@@ -17,6 +17,7 @@ from fakes.twitch import FakeTwitch
 
 from ishowttsd.chat_commands import ChatCommands
 from ishowttsd.config import CommandsConfig
+from ishowttsd.ctl import _human
 from ishowttsd.events import EventBus
 from ishowttsd.messages import Kind, Message, User
 
@@ -118,6 +119,8 @@ async def test_commands_from_twitch_chat(tmp_path):
             await d.until("the mute", lambda: _status(d)["chat"]["commands"]["mutes"])
             mute = _status(d)["chat"]["commands"]["mutes"][0]
             assert mute["platform"] == "twitch" and mute["user"] == "bob" and 55 < mute["left_s"] <= 60
+            shown = _human("status", _status(d))  # what `ishowttsctl status` prints
+            assert re.search(r"^commands !tts  muted: bob \(twitch, \d+ s\)  refused \d+$", shown, re.M), shown
             await fake.send(tf.privmsg(C, "bob", "muted words", id="b-2"), tf.privmsg(C, "ann", "after bob", id="a-1"))
             await d.wait_spoken("after bob")
             assert not any("muted words" in r["said"] for r in d.spoken())

@@ -322,6 +322,9 @@ def test_the_daemon_says_names_and_words_right_and_a_reload_changes_a_nickname(t
         assert c["nicknames"] == 3 and c["replacements"] == 2 and c["pattern_replacements"] == 1
         assert c["emoji_named"] == 1 and c["numbers"] >= 5 and c["rewrite_errors"] == 1
         assert status["events"]["pronounce.rewrite_failed"] == 1
+        from ishowttsd.ctl import _human  # what `ishowttsctl status` prints
+
+        assert "words    2 nicknames  2 replacements  1 patterns  numbers on  emoji name  REWRITE_ERRORS 1" in _human("status", status)
         plugins = {p["name"]: p for p in d.request("plugins")["plugins"]}
         assert "rewrite:text" in plugins["a_cat"]["provides"]
 
