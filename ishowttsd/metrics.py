@@ -90,6 +90,22 @@ def render(status: dict[str, Any], health: dict[str, Any], rtf: dict[str, dict[s
     hw = status.get("hardware") or {}
     t = hw.get("telemetry") or {}
     cpu = t.get("cpu") or {}
+    snd = status.get("sound") or {}
+    if snd.get("master") is not None:
+        w.metric("ishowtts_volume_percent", "gauge", "live volume: master, and each sink's own (heard: master x sink)",
+                 [({"sink": "master"}, snd["master"])] + [({"sink": k}, v) for k, v in snd["sinks"].items()])  # fmt: skip
+        w.metric("ishowtts_speech_rate", "gauge", "live speech rate (the voice's speed is multiplied by it)", [({}, snd["rate"])])
+    words = status.get("moderation") or {}
+    w.metric("ishowtts_words_total", "counter", "how words were made sayable: nicknames, replacements, numbers, emoji, "
+             "rewrites, and the pattern timeouts and rewrite errors", [({"step": k}, v) for k, v in (words.get("counts") or {}).items()])  # fmt: skip
+    cmd = (status.get("chat") or {}).get("commands") or {}
+    w.metric("ishowtts_chat_commands_total", "counter", "chat commands carried out (verb) and refused (reason)",
+             [({"outcome": "done", "verb": k}, v) for k, v in (cmd.get("done") or {}).items()]
+             + [({"outcome": "refused", "reason": k}, v) for k, v in (cmd.get("refused") or {}).items()])  # fmt: skip
+    w.metric("ishowtts_muted_users", "gauge", "users muted from chat now", [({}, len(cmd.get("mutes") or []))])
+    greet = (status.get("chat") or {}).get("greetings") or {}
+    w.metric("ishowtts_greeting_lines_total", "counter", "greeting lines made (entries, follows, shares, likes gathered in one)",
+             [({}, greet.get("lines", 0))])  # fmt: skip
     w.metric("ishowtts_cpu_percent", "gauge", "system CPU use", [({}, cpu.get("percent"))])
     w.metric("ishowtts_cpu_load1", "gauge", "1-minute load average", [({}, (cpu.get("load") or [None])[0])])
     w.metric("ishowtts_cpu_others_cores", "gauge", "cores used by other processes", [({}, cpu.get("others_cores"))])

@@ -120,6 +120,7 @@ async def test_commands_from_twitch_chat(tmp_path):
             mute = _status(d)["chat"]["commands"]["mutes"][0]
             assert mute["platform"] == "twitch" and mute["user"] == "bob" and 55 < mute["left_s"] <= 60
             shown = _human("status", _status(d))  # what `ishowttsctl status` prints
+            assert "ishowtts_muted_users 1" in d.request("metrics")["text"]
             assert re.search(r"^commands !tts  muted: bob \(twitch, \d+ s\)  refused \d+$", shown, re.M), shown
             await fake.send(tf.privmsg(C, "bob", "muted words", id="b-2"), tf.privmsg(C, "ann", "after bob", id="a-1"))
             await d.wait_spoken("after bob")

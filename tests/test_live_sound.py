@@ -139,6 +139,9 @@ def test_volume_rate_and_default_voice_live_and_across_a_restart(tmp_path):
         assert "master 100%  file 50%" in shown and "rate 1.25x" in shown and "default voice zh" in shown
     with DaemonProcess(tmp_path, CONFIG) as d3:
         assert d3.request("sound")["sinks"]["file"] == 50
+        metrics = d3.request("metrics")["text"]  # Prometheus sees the live sound too
+        assert 'ishowtts_volume_percent{sink="master"} 100' in metrics and 'ishowtts_volume_percent{sink="file"} 50' in metrics
+        assert "ishowtts_speech_rate 1.25" in metrics
         entry = say(d3, "after the restart")
         assert entry["voice"] == "zh"
         assert peak(samples_of(d3, entry)) < 32767 * 0.5 + 1

@@ -325,6 +325,7 @@ def test_the_daemon_says_names_and_words_right_and_a_reload_changes_a_nickname(t
         from ishowttsd.ctl import _human  # what `ishowttsctl status` prints
 
         assert "words    2 nicknames  2 replacements  1 patterns  numbers on  emoji name  REWRITE_ERRORS 1" in _human("status", status)
+        assert 'ishowtts_words_total{step="nicknames"} 3' in d.request("metrics")["text"]
         plugins = {p["name"]: p for p in d.request("plugins")["plugins"]}
         assert "rewrite:text" in plugins["a_cat"]["provides"]
 
