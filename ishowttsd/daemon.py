@@ -108,7 +108,7 @@ class Daemon:
         self.monitor = HealthMonitor(
             cfg, self.events, self.hardware, engines=self.engines, speaker=self.speaker, queue=self.queue,
             sources=self.sources, sinks=self.sinks, plugins=self.plugins, state=lambda: self.runtime.state,
-            paid=self.paid, loop_watch=self.loop_watch,
+            paid=self.paid, loop_watch=self.loop_watch, live=self.live,
         )  # fmt: skip
         self.speaker.on_started.append(self.paid.started)
         self.speaker.on_spoken.append(self.paid.spoken)

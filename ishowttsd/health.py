@@ -85,6 +85,7 @@ class HealthMonitor:
         state: Callable[[], str],
         paid=None,
         loop_watch=None,
+        live=None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cfg = cfg
@@ -96,6 +97,7 @@ class HealthMonitor:
         self.queue = queue
         self.paid = paid
         self.loop_watch = loop_watch
+        self.live = live  # the volumes set at run time
         self.sources = sources
         self.sinks = sinks
         self.plugins = plugins
@@ -214,6 +216,7 @@ class HealthMonitor:
         checks.append(self._queue_check())
         checks.append(self._paid_check())
         checks.append(self._loop_check())
+        checks += self._volume_checks()
         checks += self._part_checks("source", self.sources, _source_level,
                                     "check the network and the source's config; `ishowttsctl status` shows details")  # fmt: skip
         checks += self._part_checks("sink", self.sinks, _sink_level, "check the device or service this sink writes to")
@@ -235,6 +238,19 @@ class HealthMonitor:
                      f"{worst_one['seconds']} s, by {who} at {worst_one['where']}: speech and control waited",
                      "fix that plugin (it must await instead of blocking) or remove it; the log has the stack",
                      {"stalls": len(stalls), "seconds": worst_one["seconds"], "plugin": worst_one["plugin"]})  # fmt: skip
+
+    def _volume_checks(self) -> list[Check]:
+        """A volume of 0 set live and forgotten makes a silent stream that looks healthy."""
+        if self.live is None:
+            return []
+        if self.live.data.master == 0:
+            return [Check("volume", "warn", "the master volume is 0: nothing is heard on any sink",
+                          "turn it up: `ishowttsctl volume 100` (or the Sound card in the control room)")]  # fmt: skip
+        audible = [s.name for s in self.sinks if getattr(s, "delivers_audio", False)]
+        if audible and all(self.live.sink_volume(name) == 0 for name in audible):  # one sink muted on purpose is fine
+            return [Check("volume", "warn", f"the volume of {', '.join(audible)} is 0: people hear nothing",
+                          f"turn it up: `ishowttsctl volume {audible[0]} 100`")]  # fmt: skip
+        return []
 
     def _paid_check(self) -> Check:
         """Paid speech: owed and not heard, the journal that keeps it, what a crash would lose."""

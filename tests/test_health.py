@@ -392,3 +392,24 @@ def test_rtf_report_gives_each_key_its_check_fields(tmp_path):
     for rtf in (0.2, 0.4, 0.3):
         m.rtf.record(key, {}, rtf)
     assert m.rtf_report() == {"espeak/v/-/cpu": {**key.to_dict(), "samples": 3, "rtf_median": 0.3, "baseline_source": "none"}}
+
+
+def test_volume_check_warns_only_when_nobody_can_hear():
+    from ishowttsd.health import HealthMonitor
+    from ishowttsd.live_settings import LiveSettings
+
+    live = LiveSettings(None)
+    sinks = [types.SimpleNamespace(name="alsa", delivers_audio=True), types.SimpleNamespace(name="obs", delivers_audio=True),
+             types.SimpleNamespace(name="file", delivers_audio=False)]  # fmt: skip
+    me = types.SimpleNamespace(live=live, sinks=sinks)
+    assert HealthMonitor._volume_checks(me) == []
+    live.set_volume("alsa", 0)  # the room's speakers muted, OBS still plays: on purpose, fine
+    live.set_volume("file", 0)
+    assert HealthMonitor._volume_checks(me) == []
+    live.set_volume("obs", 0)
+    [check] = HealthMonitor._volume_checks(me)
+    assert check.level == "warn" and "alsa, obs is 0" in check.reason and "volume alsa 100" in check.fix
+    live.set_volume("obs", 100)
+    live.set_volume(None, 0)
+    [check] = HealthMonitor._volume_checks(me)
+    assert "master volume is 0" in check.reason

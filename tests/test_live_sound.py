@@ -75,6 +75,7 @@ def test_volume_rate_and_default_voice_live_and_across_a_restart(tmp_path):
         # a sink's own volume multiplies the master: 50% x 0% is silence
         d.ctl("volume", "file", "0")
         assert np.abs(samples_of(d, say(d, voice="en"))).max() == 0
+        assert "volume" not in {c["check"] for c in d.request("health")["checks"]}  # an archive muted on purpose
         # 150% (master) x 100% amplifies and clips the loudest peaks, never wraps around
         d.ctl("volume", "file", "100%")
         d.ctl("volume", "master", "150")
@@ -84,7 +85,11 @@ def test_volume_rate_and_default_voice_live_and_across_a_restart(tmp_path):
         else:
             assert peak(amp) / peak(loud) == pytest.approx(1.5, abs=0.05)
         assert 1.3 < rms(amp) / rms(loud) <= 1.5
+        d.ctl("volume", "0")  # a stream muted live and forgotten is silent but looks healthy: health says so
+        check = {c["check"]: c for c in d.request("health")["checks"]}["volume"]
+        assert check["level"] == "warn" and "master volume is 0" in check["reason"] and "volume 100" in check["fix"]
         d.ctl("volume", "100")
+        assert "volume" not in {c["check"] for c in d.request("health")["checks"]}
 
         # rate 2.0: the same text takes far less time; 0.5 far more
         normal = say(d, voice="en")["audio_s"]
