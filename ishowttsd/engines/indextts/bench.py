@@ -493,6 +493,9 @@ def run(args) -> dict[str, Any]:
                                           "kernels": fe.kernel_kind}  # fmt: skip
             for text in texts[: args.fast_utterances]:
                 n = codes(text)
+                # untimed: oneDNN and fbgemm make their kernels per shape, and the fp32 engine has met
+                # this utterance's shapes above; without this the fast side pays that once in its time
+                ours_once(fe, text, n)
                 fp32_s, _, _ = ours_once(ours, text, n)  # back to back, so that load changes hit both
                 want_codes = ours.last_codes
                 ft, _, _ = ours_once(fe, text, n)
