@@ -51,6 +51,9 @@ ERRORS: dict[str, str] = {
 }
 
 
+HEALTH_SAMPLE_REUSE_S = 2.0  # `health` judges on a hardware sample at most this old
+
+
 class ApiError(Exception):
     """An error answered to the client: a code from :data:`ERRORS` and advice in the message."""
 
@@ -263,6 +266,10 @@ class Api:
         self.live = live  # volumes, rate and default voice changed at run time (live_settings.py)
         self._bench_lock = anyio.Lock()
         self._live_lock = anyio.Lock()
+        # one fresh hardware sample serves every `health` asked for meanwhile (twenty open pages
+        # polling it would otherwise walk the process table twenty times at once)
+        self._health_sample: anyio.Event | None = None
+        self._health_sampled_at = -HEALTH_SAMPLE_REUSE_S
         self.verbs: dict[str, Verb] = {}
         for attr in dir(type(self)):
             fn = getattr(type(self), attr)
@@ -361,8 +368,23 @@ class Api:
     @verb("health")
     async def v_health(self, _: NoParams) -> dict:
         """The self-checks, each ok / warn / fail with a reason and a fix, on a fresh hardware sample."""
-        await anyio.to_thread.run_sync(self.hardware.sample_for_health)
+        await self._fresh_hardware_sample()
         return self.health_monitor.report()
+
+    async def _fresh_hardware_sample(self) -> None:
+        """A hardware sample at most HEALTH_SAMPLE_REUSE_S old; one at a time, shared by every caller."""
+        if time.monotonic() - self._health_sampled_at < HEALTH_SAMPLE_REUSE_S:
+            return
+        if self._health_sample is not None:  # one is being taken: wait for it
+            await self._health_sample.wait()
+            return
+        done = self._health_sample = anyio.Event()
+        try:
+            await anyio.to_thread.run_sync(self.hardware.sample_for_health)
+            self._health_sampled_at = time.monotonic()
+        finally:
+            self._health_sample = None
+            done.set()
 
     @verb("summary")
     async def v_summary(self, _: NoParams) -> dict:

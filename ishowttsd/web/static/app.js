@@ -246,8 +246,8 @@ function refreshSoon(what = { status: true, queue: true }) {
     if (want.status) loadStatus();
     if (want.queue) loadQueue();
     want = { status: false, queue: false };
-  }, 300);
-}
+  }, 1000 + Math.random() * 500);  // at most about once a second per page: the feed and counts are
+}  // live from events; pages opened together (a dock, a phone, a second screen) refresh apart
 function renderCounts() {
   $("counts").textContent = ["received", "filtered", "queued", "spoken", "dropped", "failed"]
     .map((k) => `${t(k)} ${counts[k] || 0}`).join(" · ");
