@@ -340,9 +340,9 @@ class Api:
         if chosen and self.engines.active is not None and not self.engines.has_voice(chosen):
             instead = repr(self.engines.default_voice) if self.engines.default_voice else "the engine's first voice"
             notes.append(f"the chosen default voice {chosen!r} is not available now; {instead} speaks instead")
-        if chosen and self.cfg.moderation.default_voice:
-            notes.append(f"chat messages use [moderation] default_voice = {self.cfg.moderation.default_voice!r}, which comes "
-                         "before this default; remove it from the config to let the default voice apply to chat")  # fmt: skip
+        if chosen and self.cfg.moderation.kind_voices:
+            notes.append(f"[moderation] kind_voices ({', '.join(sorted(self.cfg.moderation.kind_voices))}) and user_voices "
+                         "still pick their own voices; this default applies to the rest")  # fmt: skip
         st["notes"] = notes
         return st
 

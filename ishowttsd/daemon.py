@@ -58,7 +58,8 @@ class Daemon:
         self.ttl = ttl_from_config(q.ttl)
         try:
             # checks the templates and replacement patterns: an error here is early
-            self.moderator = Moderator(cfg.moderation, self.ttl, report=self.events.publish, rewrite=self.plugins.rewrite_text)
+            self.moderator = Moderator(cfg.moderation, self.ttl, report=self.events.publish, rewrite=self.plugins.rewrite_text,
+                                       live_default=self._live_default)  # fmt: skip
         except ConfigError as e:
             raise ConfigError(f"{cfg.path or 'config'}: {e}") from None
         # a voice upload (base64) must fit one request line
@@ -168,6 +169,10 @@ class Daemon:
             out.append((cls, settings))
         return out
 
+    def _live_default(self) -> str | None:
+        """The default voice the streamer chose at run time (it comes before [moderation] default_voice)."""
+        return self.live.data.default_voice
+
     def reload(self) -> dict[str, Any]:
         """Re-read the config file and swap moderation and queue policy; a bad file changes
         nothing and is reported (`reload_failed`). Raises ConfigError."""
@@ -194,7 +199,7 @@ class Daemon:
         EngineHost(new, self.plugins.engines, self.events)  # checks engines, engine tables, voices
         ttl = ttl_from_config(new.queue.ttl)
         try:
-            moderator = Moderator(new.moderation, ttl, state=self.intake.moderator.state,  # validates templates too
+            moderator = Moderator(new.moderation, ttl, state=self.intake.moderator.state, live_default=self._live_default,
                                   report=self.events.publish, rewrite=self.plugins.rewrite_text)
         except ConfigError as e:
             raise ConfigError(f"{self.cfg.path}: {e}") from None

@@ -217,12 +217,14 @@ class Moderator:
         clock: Callable[[], float] = time.monotonic,
         report: Callable[..., None] | None = None,
         rewrite: Callable[..., str] | None = None,
+        live_default: Callable[[], str | None] | None = None,
     ) -> None:
         """`report(event, **fields)` publishes what a user should see (the event bus);
         `rewrite(text, message, language, on_error)` runs the plugins' text rewrites."""
         self.cfg = cfg
         self.ttl = ttl
         self.clock = clock
+        self.live_default = live_default  # the default voice chosen at run time (ishowttsctl voice-default)
         self.state = state if state is not None else ModerationState()
         for key, tpl in cfg.templates.items():
             check_template(key, tpl)
@@ -495,7 +497,12 @@ class Moderator:
             for key in (f"{m.platform}:{m.user.id}", f"{m.platform}:{m.user.name}", m.user.id, m.user.name):
                 if key and key.casefold() in uv:
                     return uv[key.casefold()]
-        return self.cfg.kind_voices.get(m.kind.value) or self.cfg.default_voice
+        kind = self.cfg.kind_voices.get(m.kind.value)
+        if kind:
+            return kind
+        if self.live_default is not None and self.live_default():
+            return None  # the streamer chose a default at run time: the engine host's default applies
+        return self.cfg.default_voice
 
 
 @functools.lru_cache(maxsize=256)

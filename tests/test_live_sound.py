@@ -177,9 +177,25 @@ def test_a_chosen_default_voice_that_is_gone_falls_back(tmp_path):
         st = d.request("sound")
         assert st["default_voice"] == "en" and st["default_voice_chosen"] == "gone"
         assert any("'gone' is not available" in n for n in st["notes"])
-        assert any("[moderation] default_voice" in n for n in st["notes"])  # it comes first for chat: said so
         assert say(d, "who speaks")["voice"] == "en"
         assert "voice.fallback" in d.log() and "chosen live" in d.log()
+
+
+def test_a_default_voice_chosen_live_comes_before_the_configs_for_chat(tmp_path):
+    with DaemonProcess(tmp_path, CONFIG + '\n[moderation]\ndefault_voice = "en"\n') as d:
+        out = tmp_path / "out"
+
+        def chat(text: str) -> dict:
+            before = len(spoken_log(out))
+            d.request("inject", {"platform": "twitch", "user": "viewer", "text": text})
+            d.wait_for(lambda: len(spoken_log(out)) > before, what=f"{text!r} to be spoken")
+            return spoken_log(out)[-1]
+
+        assert chat("hello there")["voice"] == "en"  # [moderation] default_voice
+        d.ctl("voice-default", "zh")
+        assert chat("hello again")["voice"] == "zh"  # the streamer's live choice, also for chat
+        d.ctl("voice-default", "--config")
+        assert chat("hello once more")["voice"] == "en"
 
 
 # -- the parts -----------------------------------------------------------------------------------
