@@ -4,7 +4,8 @@ A chat line that starts with `[commands] prefix` (or, for viewers, `voice_comman
 command: it is never read aloud, whether or not commands are enabled and whatever
 `[moderation] ignore_commands` says. Verbs:
 
-- ``skip``, ``pause``, ``resume``, ``clear``: the control API's verbs of the same names;
+- ``skip``, ``pause``, ``resume``, ``clear``: the control API's verbs of the same names (``clear``
+  leaves paid and membership speech: what the streamer owes is not a moderator's to drop);
 - ``mute <user> [seconds]`` / ``unmute <user>``: the user's chat is filtered (reason ``muted``)
   until then, and what of it waits is taken back (the API's ``queue.remove``);
 - ``voice <id>`` (also ``!voice <id>``; ``voice default`` forgets the choice): a viewer picks
@@ -34,7 +35,7 @@ import anyio
 
 from ishowttsd.config import CommandsConfig
 from ishowttsd.events import EventBus
-from ishowttsd.messages import Kind, Message, User
+from ishowttsd.messages import Kind, Message, Priority, User
 from ishowttsd.moderation import UserList
 
 log = logging.getLogger("ishowttsd.chat_commands")
@@ -122,6 +123,9 @@ class ChatCommands:
             return self._mute(m, verb, args)
         if args:
             return Outcome(verb, False, "bad_argument", f"{verb} takes no argument")
+        if verb == "clear":  # money is the streamer's to drop, not a moderator's: owed speech stays
+            keep = [p.name.lower() for p in Priority if not p.owed]
+            return self._queue_action(verb, "clear", {"classes": keep}, "clear requested (paid and membership speech stays)")
         return self._queue_action(verb, verb, {}, f"{verb} requested")
 
     def allowed(self, m: Message) -> bool:
