@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ishowttsd.bench.cli import run_main
+
 # a fixed set of danmaku: Chinese and English, short and long (all >= 10 UTF-8 bytes)
 DANMAKU = [
     "主播今天状态真好！",
@@ -143,17 +145,7 @@ def run(args) -> dict[str, Any]:
     import torch
 
     log = (lambda m: print(f"[bench {time.strftime('%H:%M:%S')}] {m}", file=sys.stderr, flush=True))
-    table: dict[str, Any] = {}
-    base = None
-    if args.config:
-        from ishowttsd.config import load_config
-
-        cfg = load_config(args.config)
-        table = dict(cfg.engine.engine_tables().get("f5", {}))
-        base = Path(args.config).resolve().parent
-        for key in ("checkpoint", "vocab", "vocoder"):
-            if table.get(key):
-                table[key] = str(cfg.resolve(table[key]))
+    table, base = f5_table(args.config)
     table["steps"] = args.steps
     table.setdefault("seed", 0)
     if args.threads:
@@ -423,28 +415,23 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def f5_table(config: str | None) -> tuple[dict[str, Any], Path | None]:
+    """A config's [engine.f5] table with its files as absolute paths, and the config's folder
+    (({}, None) without a config: random weights)."""
+    if not config:
+        return {}, None
+    from ishowttsd.config import load_config
+
+    cfg = load_config(config)
+    table = dict(cfg.engine.engine_tables().get("f5", {}))
+    for key in ("checkpoint", "vocab", "vocoder"):
+        if table.get(key):
+            table[key] = str(cfg.resolve(table[key]))
+    return table, Path(config).resolve().parent
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        result = run(args)
-    except Exception as e:
-        from ishowttsd.engines.base import EngineError
-
-        if isinstance(e, EngineError):
-            print(f"bench: {e}", file=sys.stderr)
-            return 1
-        raise
-    emit(result, render, args.out)
-    return 0
-
-
-def emit(result: dict[str, Any], render, out: str | None) -> None:
-    """Print a benchmark's table and write its JSON to `out`."""
-    print(render(result))
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-        print(f"\nwrote {out}")
+    return run_main(build_parser().parse_args(sys.argv[1:] if argv is None else argv), run, render)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Any
 
-from ishowttsd.bench.f5 import emit
+from ishowttsd.bench.cli import emit
 
 TARGET_P99_MS = 1.0
 

@@ -34,7 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ishowttsd.bench.f5 import (DANMAKU, DEFAULT_REF_TEXT, _default_reference, _median, _r, build_engine, emit,
+from ishowttsd.bench.cli import run_main
+from ishowttsd.bench.f5 import (DANMAKU, DEFAULT_REF_TEXT, _default_reference, _median, _r, build_engine, f5_table,
                              save_random_checkpoint)  # fmt: skip
 
 REPO = Path(__file__).resolve().parents[2]
@@ -122,17 +123,9 @@ def run(args) -> dict[str, Any]:
 
     tmp = tempfile.TemporaryDirectory(prefix="ishowtts-bench-triton-")
     work = Path(tmp.name)
-    table: dict[str, Any] = {"model": args.model}
-    base = None
-    if args.config:
-        from ishowttsd.config import load_config
-
-        cfg = load_config(args.config)
-        table = dict(cfg.engine.engine_tables().get("f5", {}))
-        base = Path(args.config).resolve().parent
-        for key in ("checkpoint", "vocab", "vocoder"):
-            if table.get(key):
-                table[key] = str(cfg.resolve(table[key]))
+    table, base = f5_table(args.config)
+    if not args.config:
+        table["model"] = args.model
     table.update(steps=args.steps, device="cpu" if not torch.cuda.is_available() else "cuda", dtype="auto")
     table.setdefault("seed", 0)
     if args.model == "tiny":  # the tests' architecture: a quick run of the whole script
@@ -317,17 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.reference and not args.reference_text:
         print("bench: --reference needs --reference-text (its transcript)", file=sys.stderr)
         return 2
-    try:
-        result = run(args)
-    except Exception as e:
-        from ishowttsd.engines.base import EngineError
-
-        if isinstance(e, (EngineError, RuntimeError)):
-            print(f"bench: {e}", file=sys.stderr)
-            return 1
-        raise
-    emit(result, render, args.out)
-    return 0
+    return run_main(args, run, render, expected=(RuntimeError,))
 
 
 if __name__ == "__main__":

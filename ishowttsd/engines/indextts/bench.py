@@ -640,20 +640,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        result = run(args)
-    except Exception as e:
-        from ishowttsd.engines.base import EngineError
+    from ishowttsd.bench.cli import run_main
 
-        if isinstance(e, EngineError):
-            print(f"bench: {e}", file=sys.stderr)
-            return 1
-        raise
-    print(render(result))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-        Path(args.out + ".partial").unlink(missing_ok=True)
-        print(f"\nwrote {args.out}")
-    return 0
+    return run_main(build_parser().parse_args(argv), run, render)
